@@ -1,0 +1,223 @@
+//! Configuration: the TOML file of SPEC.md, parsed and then validated once into the types
+//! below, which cannot be wrong. The proxy path never re-checks anything here.
+//!
+//! `raw.rs` holds the serde shapes of the file (`deny_unknown_fields`, spans kept where a
+//! later check needs a location); `validate.rs` turns them into these types; `error.rs`
+//! renders every problem as `PATH:LINE:COL: what is wrong and how to fix it`.
+
+mod error;
+mod raw;
+mod validate;
+
+pub use error::ConfigError;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The whole validated configuration: one immutable snapshot.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this was read from (as given), for logs and `/status`.
+    pub path: PathBuf,
+    pub runtime: Runtime,
+    /// `None`: the admin listener is disabled (the table was omitted).
+    pub admin: Option<Admin>,
+    pub log: Log,
+    pub listeners: Vec<Listener>,
+    /// Sorted by name; every `Listener::upstream` names one of these.
+    pub upstreams: Vec<Upstream>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Runtime {
+    /// 0 = one per CPU core.
+    pub worker_threads: usize,
+    pub shutdown_timeout: Duration,
+    pub shutdown_delay: Duration,
+    pub watch_config: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Admin {
+    pub bind: SocketAddr,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Log {
+    pub level: LogLevel,
+    pub format: LogFormat,
+    pub access: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct Listener {
+    pub name: String,
+    pub bind: SocketAddr,
+    pub protocol: Protocol,
+    /// Name of an entry of `Config::upstreams` (checked).
+    pub upstream: String,
+    /// At least 1.
+    pub max_connections: usize,
+    pub timeouts: ListenerTimeouts,
+    pub proxy_protocol: bool,
+    pub tls: Option<ListenerTls>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Tcp,
+    Http,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenerTimeouts {
+    /// http only: the request head must be complete within this time.
+    pub header_read: Duration,
+    /// Closes a connection with no traffic (tcp) or no request in progress (http).
+    pub idle: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenerTls {
+    /// At least one; the first is the default for clients without SNI or with an unknown one.
+    pub certificates: Vec<Certificate>,
+    pub min_version: TlsVersion,
+    pub session_resumption: bool,
+    /// ALPN protocols in order of preference, e.g. `["h2", "http/1.1"]`.
+    pub alpn: Vec<String>,
+}
+
+/// A certificate chain and its key, loaded from PEM files and checked to match.
+#[derive(Clone)]
+pub struct Certificate {
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+    /// The DNS names of the leaf certificate (subjectAltName, else CN), wildcards as written.
+    pub dns_names: Vec<String>,
+    pub key: Arc<rustls::sign::CertifiedKey>,
+}
+
+impl std::fmt::Debug for Certificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Certificate")
+            .field("cert_path", &self.cert_path)
+            .field("key_path", &self.key_path)
+            .field("dns_names", &self.dns_names)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersion {
+    V1_2,
+    V1_3,
+}
+
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub name: String,
+    pub balance: Balance,
+    /// At least one.
+    pub backends: Vec<BackendConf>,
+    pub resolve_interval: Duration,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    pub retries: u32,
+    pub send_proxy_protocol: ProxyProtocol,
+    pub slow_start: Duration,
+    pub tls: Option<UpstreamTls>,
+    pub health: Health,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    RoundRobin,
+    LeastLoad,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendConf {
+    /// As written in the file: the `backend` metric label and the name in logs.
+    pub addr: String,
+    /// Host part of `addr` (an IP address or a DNS name), without brackets.
+    pub host: String,
+    pub port: u16,
+    /// `Some` when `host` is an IP address literal.
+    pub ip: Option<SocketAddr>,
+    /// 1..=1000.
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyProtocol {
+    Off,
+    V1,
+    V2,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    /// SNI and the name verified; `None`: the backend's host.
+    pub server_name: Option<String>,
+    pub ca: Option<PathBuf>,
+    /// `ca`'s certificates, or the system's trust roots.
+    pub roots: Arc<rustls::RootCertStore>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Health {
+    pub check: Check,
+    /// Path of the http check, starts with `/`.
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// 1..=100.
+    pub unhealthy_threshold: u32,
+    /// 1..=100.
+    pub healthy_threshold: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    Tcp,
+    Http,
+    None,
+}
+
+impl Config {
+    /// Reads and validates the file at `path`: the one code path of start-up, `fulcrum check`
+    /// and reload.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::io(path, &e))?;
+        Config::from_toml(&text, path)
+    }
+
+    /// Parses and validates `text`; `path` names the file in errors, and relative
+    /// certificate paths are taken relative to the current directory.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw = raw::parse(text, path)?;
+        validate::validate(raw, text, path)
+    }
+
+    /// The upstream named `name`.
+    pub fn upstream(&self, name: &str) -> Option<&Upstream> {
+        self.upstreams.iter().find(|u| u.name == name)
+    }
+}
