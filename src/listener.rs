@@ -1,0 +1,185 @@
+//! Accept loops: one task per listener socket, a connection limit, backoff when the process
+//! runs out of file descriptors, and a task per client connection that the drain waits for.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Protocol;
+use crate::server::Shared;
+
+/// Pending connections the kernel keeps for us beyond `max_connections` (nginx: 511).
+const BACKLOG: i32 = 1024;
+
+/// Binds `addr` for a listener: SO_REUSEADDR so a restart does not wait for TIME_WAIT.
+pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// A running accept loop.
+#[derive(Debug)]
+pub struct Running {
+    pub name: String,
+    pub bind: SocketAddr,
+    /// Stops accepting; open connections go on.
+    pub stop: CancellationToken,
+    /// Asks this listener's HTTP connections to finish their request and close.
+    pub graceful: CancellationToken,
+    /// Cuts this listener's connections off (the drain deadline passed).
+    pub kill: CancellationToken,
+    pub active: Arc<AtomicU64>,
+    /// Kept so a reload can hand the same socket to a listener that stays.
+    pub socket: Arc<std::net::TcpListener>,
+}
+
+/// Starts accepting on `socket` for the listener `name` of the running configuration.
+pub fn spawn(
+    conf: &crate::config::Listener,
+    socket: std::net::TcpListener,
+    active: Option<Arc<AtomicU64>>,
+    shared: Arc<Shared>,
+) -> io::Result<Running> {
+    let name = conf.name.clone();
+    let socket = Arc::new(socket);
+    let listener = TcpListener::from_std(socket.try_clone()?)?;
+    let running = Running {
+        name: name.clone(),
+        bind: conf.bind,
+        stop: CancellationToken::new(),
+        graceful: shared.graceful.child_token(),
+        kill: shared.kill.child_token(),
+        active: active.unwrap_or_default(),
+        socket,
+    };
+    let stop = running.stop.clone();
+    let graceful = running.graceful.clone();
+    let kill = running.kill.clone();
+    let active = Arc::clone(&running.active);
+    let limit = Arc::new(Semaphore::new(conf.max_connections.max(1)));
+    tokio::spawn(async move {
+        let name: Arc<str> = Arc::from(name);
+        let conns = Conns {
+            graceful,
+            kill,
+            active,
+        };
+        accept_loop(listener, name, limit, stop, conns, shared).await;
+    });
+    Ok(running)
+}
+
+/// What the connections of one accept loop share.
+struct Conns {
+    graceful: CancellationToken,
+    kill: CancellationToken,
+    active: Arc<AtomicU64>,
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    name: Arc<str>,
+    limit: Arc<Semaphore>,
+    stop: CancellationToken,
+    conns: Conns,
+    shared: Arc<Shared>,
+) {
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        // Over the limit, further clients wait in the kernel's accept queue.
+        let permit = tokio::select! {
+            () = stop.cancelled() => return,
+            p = Arc::clone(&limit).acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            () = stop.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(ok) => ok,
+                Err(e) => {
+                    if is_resource_exhaustion(&e) {
+                        // EMFILE and friends: spinning would burn a core and log a flood.
+                        tracing::warn!(listener = %name, error = %e, "accept failed, backing off");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(1));
+                    }
+                    continue;
+                }
+            },
+        };
+        backoff = Duration::from_millis(5);
+        crate::metrics::connection_opened(&name);
+        conns.active.fetch_add(1, Ordering::Relaxed);
+        let shared2 = Arc::clone(&shared);
+        let name = Arc::clone(&name);
+        let active = Arc::clone(&conns.active);
+        let graceful = conns.graceful.clone();
+        let kill = conns.kill.clone();
+        shared.connections.spawn(async move {
+            tokio::select! {
+                () = handle(stream, peer, &name, &shared2, &graceful) => {}
+                () = kill.cancelled() => {}
+            }
+            active.fetch_sub(1, Ordering::Relaxed);
+            crate::metrics::connection_closed(&name);
+            drop(permit);
+        });
+    }
+}
+
+/// Serves one client connection with the listener's current settings.
+async fn handle(
+    stream: TcpStream,
+    peer: SocketAddr,
+    name: &Arc<str>,
+    shared: &Shared,
+    graceful: &CancellationToken,
+) {
+    let snapshot = shared.state.load_full();
+    let Some((conf, upstream)) = snapshot.route(name) else {
+        return;
+    };
+    match conf.protocol {
+        Protocol::Tcp => {
+            let started = tokio::time::Instant::now();
+            let s = crate::proxy::tcp::serve(stream, upstream, conf.timeouts.idle).await;
+            crate::metrics::bytes(name, s.rx, s.tx);
+            if snapshot.config.log.access {
+                tracing::info!(
+                    target: "access",
+                    listener = %name,
+                    client = %peer,
+                    backend = s.backend.as_deref().unwrap_or("none"),
+                    rx = s.rx,
+                    tx = s.tx,
+                    duration_ms = started.elapsed().as_millis() as u64,
+                    end = ?s.end,
+                    "tcp session"
+                );
+            }
+        }
+        Protocol::Http => {
+            let _ = (stream, peer, graceful);
+        }
+    }
+}
+
+fn is_resource_exhaustion(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}

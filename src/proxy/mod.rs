@@ -1,0 +1,80 @@
+//! The path shared by both protocols: pick a backend, connect within `connect_timeout`, and
+//! on refusal or timeout fail over to another healthy backend not yet tried.
+
+pub mod tcp;
+
+use std::io;
+use std::sync::Arc;
+
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+use crate::upstream::{Backend, Lease, Upstream};
+
+/// Why no backend connection could be had.
+#[derive(Debug)]
+pub enum DialError {
+    /// No healthy backend at all: http answers 503, tcp closes at once.
+    NoHealthy,
+    /// Every backend tried (up to `retries` more) failed: http answers 502.
+    Failed { last: Arc<Backend> },
+}
+
+/// Connects to a backend of `upstream`, failing over up to `retries` times. Each failure
+/// counts against its backend; each move to another backend is a failover.
+pub async fn dial(upstream: &Upstream) -> Result<(TcpStream, Lease), DialError> {
+    let mut tried: Vec<usize> = Vec::new();
+    let mut last: Option<Arc<Backend>> = None;
+    let attempts = upstream.conf.retries.saturating_add(1);
+    for attempt in 0..attempts {
+        let Some(lease) = upstream.pick(&tried) else {
+            break;
+        };
+        if attempt > 0 {
+            crate::metrics::failover(&upstream.name);
+        }
+        tried.push(lease.index);
+        match connect(&lease.backend, upstream).await {
+            Ok(stream) => return Ok((stream, lease)),
+            Err(kind) => {
+                tracing::debug!(upstream = %upstream.name, backend = %lease.backend.addr, kind, "connect failed");
+                crate::metrics::backend_failure(&upstream.name, &lease.backend.addr, kind);
+                upstream.record_failure(lease.index, kind);
+                last = Some(Arc::clone(&lease.backend));
+            }
+        }
+    }
+    match last {
+        Some(last) => Err(DialError::Failed { last }),
+        None => Err(DialError::NoHealthy),
+    }
+}
+
+/// One connection attempt; the error is the failure `kind` label.
+async fn connect(backend: &Backend, upstream: &Upstream) -> Result<TcpStream, &'static str> {
+    match timeout(
+        upstream.conf.connect_timeout,
+        TcpStream::connect(backend.dial),
+    )
+    .await
+    {
+        Ok(Ok(stream)) => {
+            // Small requests and responses must not wait for Nagle's algorithm.
+            let _ = stream.set_nodelay(true);
+            Ok(stream)
+        }
+        Ok(Err(_)) => Err("connect"),
+        Err(_) => Err("timeout"),
+    }
+}
+
+/// True for errors that mean the peer went away rather than a local fault.
+pub fn is_disconnect(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::UnexpectedEof
+    )
+}

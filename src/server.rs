@@ -1,0 +1,139 @@
+//! Wiring: bind the listeners, start accepting, apply reloads, and drain on shutdown.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use arc_swap::ArcSwap;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::listener::{self, Running};
+use crate::upstream::{BuildError, Snapshot};
+
+/// State every task of the process shares.
+#[derive(Debug)]
+pub struct Shared {
+    /// The running configuration and live upstreams, swapped whole by a reload.
+    pub state: ArcSwap<Snapshot>,
+    /// Set at the first shutdown signal: `/readyz` answers 503 from then on.
+    pub draining: AtomicBool,
+    /// Cancelled when listeners stop: HTTP connections finish their request and close.
+    pub graceful: CancellationToken,
+    /// Cancelled at the drain deadline: every connection still open is cut off.
+    pub kill: CancellationToken,
+    /// Every client connection of every listener, current or removed by a reload.
+    pub connections: TaskTracker,
+}
+
+impl Shared {
+    /// A listener removed (or replaced) by a reload: it stops accepting at once; its HTTP
+    /// connections are asked to close after their request; whatever is still open after
+    /// `shutdown_timeout` is cut off.
+    pub fn retire(&self, old: Running, removed: bool) {
+        old.stop.cancel();
+        if removed {
+            old.graceful.cancel();
+            let timeout = self.state.load().config.runtime.shutdown_timeout;
+            tokio::spawn(async move {
+                tokio::time::sleep(timeout).await;
+                old.kill.cancel();
+            });
+        }
+    }
+}
+
+/// What the process asks of the server (from signals in `main`, or from tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    Reload,
+    Shutdown,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("listener \"{name}\": cannot bind {addr}: {source}")]
+    Bind {
+        name: String,
+        addr: SocketAddr,
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Build(#[from] BuildError),
+}
+
+/// Runs the proxy until `Control::Shutdown` (or the sender is dropped), then drains.
+pub async fn run(config: Config, mut control: mpsc::Receiver<Control>) -> Result<(), StartError> {
+    let config = Arc::new(config);
+    let snapshot = Snapshot::build(Arc::clone(&config), None)?;
+    // Bind everything before serving anything: a bad bind fails the start, not half of it.
+    let mut sockets = Vec::with_capacity(config.listeners.len());
+    for l in &config.listeners {
+        let socket = listener::bind(l.bind).map_err(|source| StartError::Bind {
+            name: l.name.clone(),
+            addr: l.bind,
+            source,
+        })?;
+        sockets.push((l, socket));
+    }
+    let shared = Arc::new(Shared {
+        state: ArcSwap::from_pointee(snapshot),
+        draining: AtomicBool::new(false),
+        graceful: CancellationToken::new(),
+        kill: CancellationToken::new(),
+        connections: TaskTracker::new(),
+    });
+    let mut running: HashMap<String, Running> = HashMap::new();
+    for (l, socket) in sockets {
+        let r = listener::spawn(l, socket, None, Arc::clone(&shared)).map_err(|source| {
+            StartError::Bind {
+                name: l.name.clone(),
+                addr: l.bind,
+                source,
+            }
+        })?;
+        tracing::info!(listener = %l.name, bind = %l.bind, protocol = ?l.protocol, "listening");
+        running.insert(l.name.clone(), r);
+    }
+
+    while let Some(c) = control.recv().await {
+        match c {
+            Control::Reload => crate::reload::reload(&shared, &mut running),
+            Control::Shutdown => break,
+        }
+    }
+    drain(&shared, running).await;
+    Ok(())
+}
+
+/// The shutdown sequence of SPEC.md: not ready at once, keep serving for `shutdown_delay`,
+/// stop accepting, let open work finish within `shutdown_timeout`.
+async fn drain(shared: &Shared, running: HashMap<String, Running>) {
+    let runtime = shared.state.load().config.runtime.clone();
+    shared
+        .draining
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    if !runtime.shutdown_delay.is_zero() {
+        tracing::info!(delay = ?runtime.shutdown_delay, "shutting down: not ready, still serving");
+        tokio::time::sleep(runtime.shutdown_delay).await;
+    }
+    tracing::info!("shutting down: stopped accepting, draining open connections");
+    for r in running.values() {
+        r.stop.cancel();
+    }
+    shared.graceful.cancel();
+    shared.connections.close();
+    if tokio::time::timeout(runtime.shutdown_timeout, shared.connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(timeout = ?runtime.shutdown_timeout, "drain deadline reached, closing the rest");
+        shared.kill.cancel();
+    }
+    drop(running);
+}
