@@ -145,7 +145,7 @@ async fn handle(
     stream: TcpStream,
     peer: SocketAddr,
     name: &Arc<str>,
-    shared: &Shared,
+    shared: &Arc<Shared>,
     graceful: &CancellationToken,
 ) {
     let snapshot = shared.state.load_full();
@@ -172,7 +172,17 @@ async fn handle(
             }
         }
         Protocol::Http => {
-            let _ = (stream, peer, graceful);
+            let timeouts = conf.timeouts.clone();
+            drop(snapshot);
+            crate::proxy::http::serve(
+                stream,
+                peer,
+                Arc::clone(name),
+                Arc::clone(shared),
+                graceful.clone(),
+                &timeouts,
+            )
+            .await;
         }
     }
 }

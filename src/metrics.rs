@@ -88,3 +88,30 @@ pub fn bytes(listener: &Arc<str>, rx: u64, tx: u64) {
     counter!(BYTES_TOTAL, "listener" => Arc::clone(listener), "direction" => "rx").increment(rx);
     counter!(BYTES_TOTAL, "listener" => Arc::clone(listener), "direction" => "tx").increment(tx);
 }
+
+/// One answered HTTP request. `backend` is `None` when fulcrum answered without one (503).
+pub fn request(
+    listener: &Arc<str>,
+    upstream: &Arc<str>,
+    backend: Option<&Arc<str>>,
+    status: http::StatusCode,
+    duration: std::time::Duration,
+) {
+    let code = match status.as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    let backend: metrics::SharedString = match backend {
+        Some(b) => Arc::clone(b).into(),
+        None => "none".into(),
+    };
+    counter!(REQUESTS_TOTAL, "listener" => Arc::clone(listener), "upstream" => Arc::clone(upstream),
+        "backend" => backend, "code" => code)
+    .increment(1);
+    metrics::histogram!(REQUEST_DURATION, "listener" => Arc::clone(listener),
+        "upstream" => Arc::clone(upstream))
+    .record(duration.as_secs_f64());
+}

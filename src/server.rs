@@ -123,7 +123,8 @@ async fn drain(shared: &Shared, running: HashMap<String, Running>) {
         tokio::time::sleep(runtime.shutdown_delay).await;
     }
     tracing::info!("shutting down: stopped accepting, draining open connections");
-    for r in running.values() {
+    // Dropping each listener's socket makes its port refuse new clients at once.
+    for r in running.into_values() {
         r.stop.cancel();
     }
     shared.graceful.cancel();
@@ -135,5 +136,4 @@ async fn drain(shared: &Shared, running: HashMap<String, Running>) {
         tracing::warn!(timeout = ?runtime.shutdown_timeout, "drain deadline reached, closing the rest");
         shared.kill.cancel();
     }
-    drop(running);
 }

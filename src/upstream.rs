@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use crate::balance::{Balancer, Policy};
 use crate::config;
 use crate::health::Tracker;
+use crate::proxy::pool::Pool;
 
 /// One backend of one upstream, shared by every listener that uses the upstream.
 #[derive(Debug)]
@@ -28,6 +29,8 @@ pub struct Backend {
     healthy: AtomicBool,
     /// Consecutive outcomes, turned into up/down decisions by the health thresholds.
     pub tracker: Tracker,
+    /// Idle keep-alive HTTP connections to this backend.
+    pub pool: Pool,
 }
 
 impl Backend {
@@ -99,6 +102,7 @@ impl Upstream {
                 failures: AtomicU64::new(0),
                 healthy: AtomicBool::new(true),
                 tracker: Tracker::new(),
+                pool: Pool::default(),
             }));
         }
         let policy = match conf.balance {

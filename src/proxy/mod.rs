@@ -1,9 +1,11 @@
 //! The path shared by both protocols: pick a backend, connect within `connect_timeout`, and
 //! on refusal or timeout fail over to another healthy backend not yet tried.
 
+pub mod http;
+pub mod io;
+pub mod pool;
 pub mod tcp;
 
-use std::io;
 use std::sync::Arc;
 
 use tokio::net::TcpStream;
@@ -69,12 +71,12 @@ async fn connect(backend: &Backend, upstream: &Upstream) -> Result<TcpStream, &'
 }
 
 /// True for errors that mean the peer went away rather than a local fault.
-pub fn is_disconnect(e: &io::Error) -> bool {
+pub fn is_disconnect(e: &std::io::Error) -> bool {
     matches!(
         e.kind(),
-        io::ErrorKind::ConnectionReset
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::BrokenPipe
-            | io::ErrorKind::UnexpectedEof
+        std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::BrokenPipe
+            | std::io::ErrorKind::UnexpectedEof
     )
 }

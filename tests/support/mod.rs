@@ -1,0 +1,224 @@
+//! Test support: the real fulcrum binary started from a TOML string, and in-process
+//! backends on 127.0.0.1. Every wait polls with a deadline; nothing sleeps hoping.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Long enough for a loaded 2-core CI machine; a passing test never waits this long.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// A free port on 127.0.0.1 (bound, then released for fulcrum to take).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local addr").port()
+}
+
+/// An address on 127.0.0.1 that refuses connections.
+pub fn closed_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local addr")
+}
+
+/// A unique temporary directory for one test.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("fulcrum-test-{}-{tag}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir
+}
+
+/// Polls `f` until it returns `Some`, or panics with `what` at the deadline.
+pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Async form of `wait_for`.
+pub async fn wait_for_async<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The real fulcrum process, killed when dropped.
+pub struct Fulcrum {
+    pub child: Child,
+    pub config: PathBuf,
+    pub log: Arc<Mutex<String>>,
+}
+
+impl Fulcrum {
+    /// Writes `toml` to a file and starts `fulcrum -c FILE`; returns once every listener in
+    /// the file logged that it is listening.
+    pub fn start(toml: &str) -> Fulcrum {
+        let dir = temp_dir("conf");
+        let config = dir.join("fulcrum.toml");
+        std::fs::write(&config, toml).expect("write config");
+        let f = Fulcrum::spawn(&config);
+        let listeners = toml.matches("[[listener]]").count();
+        f.wait_for_log_count("listening", listeners);
+        f
+    }
+
+    /// Starts `fulcrum -c config` without waiting.
+    pub fn spawn(config: &std::path::Path) -> Fulcrum {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+            .arg("-c")
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start fulcrum");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if std::env::var_os("FULCRUM_TEST_LOG").is_some() {
+                    eprintln!("fulcrum: {line}");
+                }
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        Fulcrum {
+            child,
+            config: config.to_path_buf(),
+            log,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until `needle` appears in the log at least `count` times.
+    pub fn wait_for_log_count(&self, needle: &str, count: usize) {
+        wait_for(&format!("{count}x {needle:?} in fulcrum's log"), || {
+            (self.log().matches(needle).count() >= count).then_some(())
+        });
+    }
+
+    pub fn wait_for_log(&self, needle: &str) {
+        self.wait_for_log_count(needle, 1)
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid has no memory effects.
+        let r = unsafe { libc::kill(self.child.id() as i32, sig) };
+        assert_eq!(r, 0, "kill({sig}) failed");
+    }
+
+    /// Waits for the process to exit and returns its exit code.
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        wait_for("fulcrum to exit", || {
+            self.child.try_wait().expect("try_wait").map(|s| s.code())
+        })
+    }
+}
+
+impl Drop for Fulcrum {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TCP backend that writes its tag then keeps `mode`'s behaviour.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Writes the tag and a newline, then closes.
+    TagThenClose,
+    /// Writes the tag and a newline, then holds the connection open until the client closes.
+    TagThenHold,
+    /// Echoes everything back; closes its write side when the client does.
+    Echo,
+    /// Reads to EOF, then answers `got N` and closes (half-close check).
+    CountThenAnswer,
+}
+
+/// Starts a TCP backend on 127.0.0.1 and returns its address.
+pub async fn tcp_backend(tag: &'static str, mode: Mode) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind backend");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                match mode {
+                    Mode::TagThenClose => {
+                        let _ = s.write_all(format!("{tag}\n").as_bytes()).await;
+                    }
+                    Mode::TagThenHold => {
+                        let _ = s.write_all(format!("{tag}\n").as_bytes()).await;
+                        let mut buf = [0u8; 1024];
+                        while let Ok(n) = s.read(&mut buf).await {
+                            if n == 0 {
+                                break;
+                            }
+                        }
+                        // Hold on even after the client's EOF, as a long session would.
+                        std::future::pending::<()>().await;
+                    }
+                    Mode::Echo => {
+                        let (mut r, mut w) = s.split();
+                        let _ = tokio::io::copy(&mut r, &mut w).await;
+                        let _ = w.shutdown().await;
+                    }
+                    Mode::CountThenAnswer => {
+                        let mut all = Vec::new();
+                        let _ = s.read_to_end(&mut all).await;
+                        let _ = s.write_all(format!("got {}", all.len()).as_bytes()).await;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Connects to `addr` and reads one line (a backend's tag).
+pub async fn read_tag(addr: SocketAddr) -> std::io::Result<String> {
+    let mut s = TcpStream::connect(addr).await?;
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        let n = s.read(&mut byte).await?;
+        if n == 0 || byte[0] == b'\n' {
+            break;
+        }
+        buf.push(byte[0]);
+    }
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
