@@ -6,6 +6,7 @@
 //! renders every problem as `PATH:LINE:COL: what is wrong and how to fix it`.
 
 mod error;
+mod pem;
 mod raw;
 mod validate;
 
