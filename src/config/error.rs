@@ -150,14 +150,21 @@ fn readable(text: &str, err: &toml::de::Error) -> String {
     if let Some(rest) = msg.strip_prefix("missing field ") {
         let key = rest.trim_matches('`');
         return format!(
-            "missing required key \"{key}\"{}",
+            "missing required key {}{}",
+            quote(key),
             table_of_missing(text, err)
         );
     }
     let span = err.span().unwrap_or(0..0);
+    if msg == "recursion limit" {
+        return "tables or arrays are nested too deeply".to_owned();
+    }
     if msg == "duplicate key" {
         let key = text.get(span.clone()).unwrap_or("").trim_matches('"');
-        return format!("duplicate key \"{key}\" (a key or table may be defined only once)");
+        return format!(
+            "duplicate key {} (a key or table may be defined only once)",
+            quote(key)
+        );
     }
     // serde's names for TOML's types.
     let msg = msg
@@ -172,16 +179,22 @@ fn readable(text: &str, err: &toml::de::Error) -> String {
         Some((head, _name)) => format!("{head}expected a table"),
         None => msg,
     };
-    let msg = lowercase_first(&msg);
+    // serde repeats a wrong value whole, however long.
+    let msg = excerpt(&lowercase_first(&msg), 4 * MAX_SHOWN);
     // A wrong value: name its key (or table header), which the message itself does not show.
     if let Some(key) = key_before(text, span.start) {
-        return format!("{key}: {msg}");
+        return format!("{}: {msg}", excerpt(&key, MAX_SHOWN));
     }
+    let at_line_start = err.span().is_some()
+        && text
+            .get(..span.start)
+            .is_some_and(|b| b.is_empty() || b.ends_with('\n'));
     let line = text
         .get(span.start..)
         .and_then(|s| s.lines().next())
-        .unwrap_or("");
-    match line.trim() {
+        .filter(|_| at_line_start)
+        .map_or(String::new(), |l| excerpt(l.trim(), MAX_SHOWN));
+    match line.as_str() {
         h if h.starts_with("[[") => format!("{h}: {msg}"),
         h if h.starts_with('[') && msg.ends_with("expected an array") => {
             format!("{h}: {msg} (an array of tables is written [[...]])")
@@ -213,10 +226,11 @@ fn unknown_key(rest: &str) -> String {
         .find(|(_, fields)| fields.len() == names.len() && fields.iter().all(|f| names.contains(f)))
         .map_or(String::new(), |(name, _)| format!(" {name}"));
     if names.is_empty() {
-        format!("unknown key \"{key}\"{table}")
+        format!("unknown key {}{table}", quote(key))
     } else {
         format!(
-            "unknown key \"{key}\"{table} (expected one of {})",
+            "unknown key {}{table} (expected one of {})",
+            quote(key),
             names.join(", ")
         )
     }
@@ -231,10 +245,13 @@ fn table_of_missing(text: &str, err: &toml::de::Error) -> String {
     let start = text.get(span.start..).unwrap_or("");
     let first = start.lines().next().unwrap_or("").trim();
     if first.starts_with('[') {
-        format!(" in {first}")
+        format!(" in {}", excerpt(first, MAX_SHOWN))
     } else if first.starts_with('{') {
         let end = first.find('}').map_or(first.len(), |i| i + 1);
-        format!(" in {}", first.get(..end).unwrap_or(first))
+        format!(
+            " in {}",
+            excerpt(first.get(..end).unwrap_or(first), MAX_SHOWN)
+        )
     } else {
         String::new()
     }
@@ -251,6 +268,32 @@ fn key_before(text: &str, offset: usize) -> Option<String> {
         .map_or(0, |(i, c)| i + c.len_utf8());
     let key = before.get(start..)?.trim_matches('"');
     (!key.is_empty()).then(|| key.to_owned())
+}
+
+/// Longest user text a message repeats: enough to recognise it, not a screenful.
+const MAX_SHOWN: usize = 60;
+
+/// `s` in double quotes for a message: escaped (no control characters reach a terminal or a
+/// log line) and cut to `MAX_SHOWN` characters.
+pub(crate) fn quote(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars().take(MAX_SHOWN) {
+        out.extend(c.escape_debug());
+    }
+    if s.chars().nth(MAX_SHOWN).is_some() {
+        out.push_str("...");
+    }
+    out.push('"');
+    out
+}
+
+/// At most `max` characters of `line`, for context in a message.
+fn excerpt(line: &str, max: usize) -> String {
+    let mut out: String = line.chars().take(max).collect();
+    if line.chars().nth(max).is_some() {
+        out.push_str("...");
+    }
+    out
 }
 
 fn lowercase_first(s: &str) -> String {
@@ -284,6 +327,42 @@ mod tests {
             (1, 1),
             "an offset inside a character must not panic"
         );
+    }
+
+    #[test]
+    fn every_table_is_named() {
+        let tables = [
+            ("zz = 1", "at the top level"),
+            ("[runtime]\nzz = 1", "in [runtime]"),
+            ("[admin]\nzz = 1", "in [admin]"),
+            ("[log]\nzz = 1", "in [log]"),
+            ("[[listener]]\nzz = 1", "in [[listener]]"),
+            (
+                "[[listener]]\ntimeouts = { zz = 1 }",
+                "in listener timeouts",
+            ),
+            ("[[listener]]\n[listener.tls]\nzz = 1", "in [listener.tls]"),
+            (
+                "[[listener]]\n[listener.tls]\ncertificates = [{ zz = 1 }]",
+                "in certificate",
+            ),
+            ("[upstream.a]\nzz = 1", "in [upstream.NAME]"),
+            ("[upstream.a]\nbackends = [{ zz = 1 }]", "in backend"),
+            ("[upstream.a.tls]\nzz = 1", "in [upstream.NAME.tls]"),
+            ("[upstream.a.health]\nzz = 1", "in [upstream.NAME.health]"),
+        ];
+        assert_eq!(tables.len(), TABLES.len(), "one case per table of raw.rs");
+        for (text, name) in tables {
+            let Err(err) = super::super::raw::parse(text, Path::new("t.toml")) else {
+                panic!("unknown key must be refused in {text:?}");
+            };
+            assert!(
+                err.message
+                    .starts_with(&format!("unknown key \"zz\" {name} (expected one of ")),
+                "TABLES must name the table of {text:?}: {}",
+                err.message
+            );
+        }
     }
 
     #[test]

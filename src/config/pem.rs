@@ -138,5 +138,5 @@ fn dns_names(leaf: &CertificateDer<'_>) -> Result<Vec<String>, String> {
 }
 
 fn quoted(path: &Path) -> String {
-    format!("\"{}\"", path.display())
+    super::error::quote(&path.to_string_lossy())
 }

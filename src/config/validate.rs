@@ -1,10 +1,11 @@
 //! Raw shapes to validated types: every rule of SPEC.md checked once, each failure located
 //! at the value it rejects and worded as `listener "web": what is wrong (the fix)`.
 
+use super::addr::{binds_conflict, parse_backend_addr};
+use super::error::quote;
 use super::pem::{self, Which};
 use super::raw::{self, DurationText, Raw};
 use super::*;
-use std::net::IpAddr;
 use std::ops::{Range, RangeInclusive};
 use toml::Spanned;
 
@@ -50,7 +51,10 @@ impl Cx<'_> {
         let runtime = self.runtime(raw.runtime)?;
         let admin = match raw.admin {
             Some(a) => Some(Admin {
-                bind: self.bind("admin: ", a.bind.as_ref(), raw::DEFAULT_ADMIN_BIND)?,
+                bind: match &a.bind {
+                    Some(b) => self.bind("admin: ", b)?,
+                    None => default_admin_bind(),
+                },
             }),
             None => None,
         };
@@ -140,8 +144,8 @@ impl Cx<'_> {
                 return Err(self.err(
                     name_span,
                     format!(
-                        "listener \"{}\" is defined twice (listener names must be unique)",
-                        listener.name
+                        "listener {} is defined twice (listener names must be unique)",
+                        quote(&listener.name)
                     ),
                 ));
             }
@@ -149,9 +153,12 @@ impl Cx<'_> {
                 return Err(self.err(
                     bind_span,
                     format!(
-                        "listener \"{}\": bind \"{}\" conflicts with listener \"{}\" (bind \"{}\"); \
+                        "listener {}: bind \"{}\" conflicts with listener {} (bind \"{}\"); \
                          give each listener its own address",
-                        listener.name, listener.bind, other.name, other.bind
+                        quote(&listener.name),
+                        listener.bind,
+                        quote(&other.name),
+                        other.bind
                     ),
                 ));
             }
@@ -159,9 +166,11 @@ impl Cx<'_> {
                 return Err(self.err(
                     bind_span,
                     format!(
-                        "listener \"{}\": bind \"{}\" conflicts with [admin] bind \"{}\"; \
+                        "listener {}: bind \"{}\" conflicts with [admin] bind \"{}\"; \
                          give each listener its own address",
-                        listener.name, listener.bind, admin.bind
+                        quote(&listener.name),
+                        listener.bind,
+                        admin.bind
                     ),
                 ));
             }
@@ -183,8 +192,8 @@ impl Cx<'_> {
                     .to_owned(),
             ));
         }
-        let ctx = format!("listener \"{name}\": ");
-        let bind = self.bind(&ctx, Some(&l.bind), raw::DEFAULT_ADMIN_BIND)?;
+        let ctx = format!("listener {}: ", quote(&name));
+        let bind = self.bind(&ctx, &l.bind)?;
         let protocol = self.choice(
             &ctx,
             "protocol",
@@ -197,15 +206,15 @@ impl Cx<'_> {
             let defined = if upstreams.is_empty() {
                 "no [upstream.NAME] table is defined".to_owned()
             } else {
-                let names: Vec<String> = upstreams
-                    .iter()
-                    .map(|u| format!("\"{}\"", u.name))
-                    .collect();
+                let names: Vec<String> = upstreams.iter().map(|u| quote(&u.name)).collect();
                 format!("defined: {}", names.join(", "))
             };
             return Err(self.err(
                 l.upstream.span(),
-                format!("{ctx}upstream \"{upstream}\" is not defined ({defined})"),
+                format!(
+                    "{ctx}upstream {} is not defined ({defined})",
+                    quote(upstream)
+                ),
             ));
         }
         let max_connections = self.int(
@@ -291,9 +300,9 @@ impl Cx<'_> {
                         return Err(self.err(
                             p.span(),
                             format!(
-                                "{ctx}tls.alpn entry \"{}\" must be 1..={MAX_ALPN_LEN} bytes long \
+                                "{ctx}tls.alpn entry {} must be 1..={MAX_ALPN_LEN} bytes long \
                                  (e.g. \"h2\" or \"http/1.1\")",
-                                p.get_ref()
+                                quote(p.get_ref())
                             ),
                         ));
                     }
@@ -329,7 +338,7 @@ impl Cx<'_> {
             ));
         }
         let name = name.into_inner();
-        let ctx = format!("upstream \"{name}\": ");
+        let ctx = format!("upstream {}: ", quote(&name));
         let balance = self.choice(
             &ctx,
             "balance",
@@ -361,9 +370,10 @@ impl Cx<'_> {
                 return Err(self.err(
                     span,
                     format!(
-                        "{ctx}backend \"{}\" is listed twice (as \"{}\" before; list it once \
+                        "{ctx}backend {} is listed twice (as {} before; list it once \
                          with a larger weight)",
-                        backend.addr, other.addr
+                        quote(&backend.addr),
+                        quote(&other.addr)
                     ),
                 ));
             }
@@ -429,7 +439,7 @@ impl Cx<'_> {
         let (host, port, ip) = parse_backend_addr(addr).map_err(|why| {
             self.err(
                 b.addr.span(),
-                format!("{ctx}backend addr \"{addr}\" is not valid: {why}"),
+                format!("{ctx}backend addr {} is not valid: {why}", quote(addr)),
             )
         })?;
         Ok(BackendConf {
@@ -452,8 +462,8 @@ impl Cx<'_> {
                 return Err(self.err(
                     sn.span(),
                     format!(
-                        "{ctx}tls.server_name \"{}\" is not a DNS name or an IP address",
-                        sn.get_ref()
+                        "{ctx}tls.server_name {} is not a DNS name or an IP address",
+                        quote(sn.get_ref())
                     ),
                 ));
             }
@@ -500,8 +510,9 @@ impl Cx<'_> {
             return Err(self.err(
                 path_span,
                 format!(
-                    "{ctx}health.path \"{path}\" is not a request path (it starts with \"/\", \
-                     e.g. \"/healthz\")"
+                    "{ctx}health.path {} is not a request path (it starts with \"/\", \
+                     e.g. \"/healthz\")",
+                    quote(&path)
                 ),
             ));
         }
@@ -539,20 +550,16 @@ impl Cx<'_> {
         })
     }
 
-    /// An `ip:port` to listen on; `default` when the key is absent.
-    fn bind(
-        &self,
-        ctx: &str,
-        v: Option<&Spanned<String>>,
-        default: &str,
-    ) -> Result<SocketAddr, ConfigError> {
-        let (text, span) = v.map_or((default, 0..0), |v| (v.get_ref().as_str(), v.span()));
+    /// An `ip:port` to listen on.
+    fn bind(&self, ctx: &str, v: &Spanned<String>) -> Result<SocketAddr, ConfigError> {
+        let text = v.get_ref();
         text.parse::<SocketAddr>().map_err(|_| {
             self.err(
-                span,
+                v.span(),
                 format!(
-                    "{ctx}bind \"{text}\" is not an ip:port address (e.g. \"0.0.0.0:8080\" or \
-                     \"[::]:8080\")"
+                    "{ctx}bind {} is not an ip:port address (e.g. \"0.0.0.0:8080\" or \
+                     \"[::]:8080\")",
+                    quote(text)
                 ),
             )
         })
@@ -592,21 +599,25 @@ impl Cx<'_> {
             self.err(
                 span.clone(),
                 format!(
-                    "{ctx}{key} \"{text}\" is not a duration (write a number and a unit, like \
-                     \"250ms\", \"2s\" or \"1m\")"
+                    "{ctx}{key} {} is not a duration (write a number and a unit, like \
+                     \"250ms\", \"2s\" or \"1m\")",
+                    quote(&text)
                 ),
             )
         })?;
         if positive && d.is_zero() {
             return Err(self.err(
                 span,
-                format!("{ctx}{key} \"{text}\" must be more than zero (e.g. \"1s\")"),
+                format!(
+                    "{ctx}{key} {} must be more than zero (e.g. \"1s\")",
+                    quote(&text)
+                ),
             ));
         }
         if d > MAX_DURATION {
             return Err(self.err(
                 span,
-                format!("{ctx}{key} \"{text}\" is too long (at most \"1y\")"),
+                format!("{ctx}{key} {} is too long (at most \"1y\")", quote(&text)),
             ));
         }
         Ok(d)
@@ -630,66 +641,19 @@ impl Cx<'_> {
         Err(self.err(
             span,
             format!(
-                "{ctx}{key} \"{text}\" is not valid (expected one of {})",
+                "{ctx}{key} {} is not valid (expected one of {})",
+                quote(&text),
                 names.join(", ")
             ),
         ))
     }
 }
 
-/// Whether two listen addresses cannot both be bound: the same port (0 picks a free one, so
-/// never conflicts) on the same address, or on a wildcard address that covers the other
-/// (`[::]` covers IPv4 too: Linux binds it dual-stack by default).
-fn binds_conflict(a: SocketAddr, b: SocketAddr) -> bool {
-    if a.port() != b.port() || a.port() == 0 {
-        return false;
-    }
-    let covers = |w: IpAddr, other: IpAddr| {
-        w.is_unspecified() && (w.is_ipv6() || w.is_ipv4() == other.is_ipv4())
-    };
-    a.ip() == b.ip() || covers(a.ip(), b.ip()) || covers(b.ip(), a.ip())
-}
-
-/// `ip:port`, `[v6]:port` or `host:port` → (host without brackets, port, the address when
-/// host is an IP literal). The error says what is wrong, for the message.
-fn parse_backend_addr(addr: &str) -> Result<(String, u16, Option<SocketAddr>), &'static str> {
-    const PORT: &str = "the port must be 1..=65535 (write ip:port or host:port)";
-    if let Ok(sa) = addr.parse::<SocketAddr>() {
-        if sa.port() == 0 {
-            return Err(PORT);
-        }
-        return Ok((sa.ip().to_string(), sa.port(), Some(sa)));
-    }
-    let Some((host, port)) = addr.rsplit_once(':') else {
-        return Err("the port is missing (write ip:port or host:port, e.g. \"127.0.0.1:9001\")");
-    };
-    if host.contains([':', '[', ']']) {
-        return Err("an IPv6 address goes in brackets, e.g. \"[::1]:9001\"");
-    }
-    let port: u16 = port.parse().map_err(|_| PORT)?;
-    if port == 0 {
-        return Err(PORT);
-    }
-    if host.parse::<IpAddr>().is_err() && !is_dns_name(host) {
-        return Err("the host is not an IP address or a DNS name (write ip:port or host:port)");
-    }
-    Ok((host.to_owned(), port, None))
-}
-
-/// A DNS host name: dot-separated labels of letters, digits, `-` and `_`, each 1..=63 long,
-/// at most 253 in all (a trailing dot allowed).
-fn is_dns_name(host: &str) -> bool {
-    let name = host.strip_suffix('.').unwrap_or(host);
-    !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|label| {
-            (1..=63).contains(&label.len())
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        })
+/// `raw::DEFAULT_ADMIN_BIND`, which is a valid address (checked by a test).
+fn default_admin_bind() -> SocketAddr {
+    raw::DEFAULT_ADMIN_BIND
+        .parse()
+        .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9901)))
 }
 
 #[cfg(test)]
@@ -697,42 +661,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backend_addresses_split_into_host_port_and_ip() {
-        let (host, port, ip) = parse_backend_addr("127.0.0.1:9001").unwrap();
-        assert_eq!((host.as_str(), port), ("127.0.0.1", 9001));
-        assert!(ip.is_some(), "an IP literal must fill ip");
-        let (host, port, ip) = parse_backend_addr("[::1]:80").unwrap();
-        assert_eq!((host.as_str(), port, ip.is_some()), ("::1", 80, true));
-        let (host, port, ip) = parse_backend_addr("app.svc.cluster.local:8080").unwrap();
-        assert_eq!(
-            (host.as_str(), port, ip),
-            ("app.svc.cluster.local", 8080, None)
-        );
-        for bad in [
-            "",
-            "app",
-            "app:",
-            "app:0",
-            "app:70000",
-            "::1:80",
-            "a b:80",
-            ":80",
-            "-a:1",
-        ] {
-            assert!(parse_backend_addr(bad).is_err(), "{bad:?} must be refused");
-        }
-    }
-
-    #[test]
-    fn wildcard_binds_conflict_with_their_port() {
-        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
-        assert!(binds_conflict(a("0.0.0.0:80"), a("127.0.0.1:80")));
-        assert!(binds_conflict(a("[::]:80"), a("127.0.0.1:80")));
-        assert!(!binds_conflict(a("0.0.0.0:80"), a("[::1]:80")));
-        assert!(
-            !binds_conflict(a("127.0.0.1:0"), a("127.0.0.1:0")),
-            "port 0 never conflicts"
-        );
-        assert!(!binds_conflict(a("127.0.0.1:80"), a("127.0.0.2:80")));
+    fn default_admin_bind_is_valid() {
+        assert!(raw::DEFAULT_ADMIN_BIND.parse::<SocketAddr>().is_ok());
     }
 }
