@@ -2,10 +2,13 @@
 //! below, which cannot be wrong. The proxy path never re-checks anything here.
 //!
 //! `raw.rs` holds the serde shapes of the file (`deny_unknown_fields`, spans kept where a
-//! later check needs a location); `validate.rs` turns them into these types; `error.rs`
-//! renders every problem as `PATH:LINE:COL: what is wrong and how to fix it`.
+//! later check needs a location); `validate.rs` turns them into these types; `pem.rs` loads
+//! and checks the TLS files they name; `error.rs` renders every problem as
+//! `PATH:LINE:COL: what is wrong and how to fix it`.
 
+mod addr;
 mod error;
+mod pem;
 mod raw;
 mod validate;
 
