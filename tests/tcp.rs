@@ -47,8 +47,16 @@ async fn weights_3_to_1_give_exactly_3_to_1_over_sequential_sessions() {
         let tag = read_tag(proxy).await.expect("session through fulcrum");
         *counts.entry(tag).or_default() += 1;
     }
-    assert_eq!(counts.get("a"), Some(&30), "weight 3 must get 3/4 of sessions: {counts:?}");
-    assert_eq!(counts.get("b"), Some(&10), "weight 1 must get 1/4 of sessions: {counts:?}");
+    assert_eq!(
+        counts.get("a"),
+        Some(&30),
+        "weight 3 must get 3/4 of sessions: {counts:?}"
+    );
+    assert_eq!(
+        counts.get("b"),
+        Some(&10),
+        "weight 1 must get 1/4 of sessions: {counts:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,7 +99,10 @@ async fn with_one_backend_port_closed_every_session_succeeds_by_failover() {
     let proxy: SocketAddr = ([127, 0, 0, 1], port).into();
     for i in 0..100 {
         let tag = read_tag(proxy).await.expect("session through fulcrum");
-        assert_eq!(tag, "live", "session {i} must fail over to the live backend");
+        assert_eq!(
+            tag, "live",
+            "session {i} must fail over to the live backend"
+        );
     }
 }
 
@@ -100,7 +111,9 @@ async fn a_50_mib_stream_passes_byte_exact() {
     let echo = tcp_backend("echo", Mode::Echo).await;
     let port = free_port();
     let _f = Fulcrum::start(&config(port, "round_robin", &[(echo, 1)], ""));
-    let s = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+    let s = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
     let (mut r, mut w) = s.into_split();
     const LEN: usize = 50 << 20;
     let data: Vec<u8> = (0..LEN as u32)
@@ -123,7 +136,9 @@ async fn a_half_close_is_passed_on_and_the_answer_still_arrives() {
     let counter = tcp_backend("count", Mode::CountThenAnswer).await;
     let port = free_port();
     let _f = Fulcrum::start(&config(port, "round_robin", &[(counter, 1)], ""));
-    let mut s = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+    let mut s = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
     s.write_all(b"hello, half-close").await.expect("write");
     s.shutdown().await.expect("half-close");
     let mut answer = String::new();
@@ -139,19 +154,27 @@ async fn sigterm_lets_an_open_session_finish_then_exits_0() {
     let echo = tcp_backend("echo", Mode::Echo).await;
     let port = free_port();
     let mut f = Fulcrum::start(&config(port, "round_robin", &[(echo, 1)], ""));
-    let mut s = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+    let mut s = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
     s.write_all(b"before").await.expect("write");
     let mut buf = [0u8; 6];
     s.read_exact(&mut buf).await.expect("echo before");
     f.signal(libc::SIGTERM);
     f.wait_for_log("draining");
     support::wait_for_async("the listener to stop accepting", || async {
-        TcpStream::connect(("127.0.0.1", port)).await.is_err().then_some(())
+        TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+            .then_some(())
     })
     .await;
     s.write_all(b"after!").await.expect("write during drain");
     s.read_exact(&mut buf).await.expect("echo during drain");
-    assert_eq!(&buf, b"after!", "the open session must keep working while draining");
+    assert_eq!(
+        &buf, b"after!",
+        "the open session must keep working while draining"
+    );
     assert!(
         f.child.try_wait().expect("try_wait").is_none(),
         "fulcrum must wait for the open session"
@@ -169,7 +192,9 @@ async fn with_every_backend_down_the_client_is_closed() {
         &[(support::closed_addr(), 1)],
         "",
     ));
-    let mut s = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+    let mut s = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
     let mut buf = Vec::new();
     let n = s.read_to_end(&mut buf).await.unwrap_or(0);
     assert_eq!(n, 0, "a client with no backend to reach is closed");

@@ -229,9 +229,7 @@ async fn send(
         Ok(resp) => Ok(resp),
         Err(mut e) => match (reused, e.take_message()) {
             (true, Some(req)) => {
-                *sender = connect(lease, upstream)
-                    .await
-                    .map_err(|_| e.into_error())?;
+                *sender = connect(lease, upstream).await.map_err(|_| e.into_error())?;
                 sender.send_request(req).await
             }
             _ => Err(e.into_error()),
@@ -312,7 +310,9 @@ fn prepare(req: Request<Incoming>, conn: &Conn, upgrade: bool) -> Option<Request
     {
         return None;
     }
-    let upgrade_to = upgrade.then(|| headers.get(header::UPGRADE).cloned()).flatten();
+    let upgrade_to = upgrade
+        .then(|| headers.get(header::UPGRADE).cloned())
+        .flatten();
     // Absolute form (or HTTP/2's :authority): Host comes from the authority; fulcrum still
     // only ever connects to configured backends.
     if let Some(authority) = parts.uri.authority() {
@@ -450,8 +450,14 @@ impl Done {
 
 /// The body of a response to the client.
 pub enum RespBody {
-    Backend { body: Incoming, done: Option<Done> },
-    Local { body: Full<Bytes>, _progress: InProgress },
+    Backend {
+        body: Incoming,
+        done: Option<Done>,
+    },
+    Local {
+        body: Full<Bytes>,
+        _progress: InProgress,
+    },
 }
 
 impl Body for RespBody {

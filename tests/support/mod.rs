@@ -168,7 +168,9 @@ pub enum Mode {
 
 /// Starts a TCP backend on 127.0.0.1 and returns its address.
 pub async fn tcp_backend(tag: &'static str, mode: Mode) -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind backend");
+    let l = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind backend");
     let addr = l.local_addr().expect("addr");
     tokio::spawn(async move {
         loop {
