@@ -48,6 +48,7 @@ fn try_reload(
 
     let plan = describe_changes(&current.config, &config);
     shared.state.store(Arc::new(snapshot));
+    shared.checkers.reconcile(shared);
 
     // A fresh accept loop per listener: the kernel queues connections that arrive between the
     // old loop stopping and the new one starting, so none is refused. Old loops' connections

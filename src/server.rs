@@ -28,6 +28,8 @@ pub struct Shared {
     pub kill: CancellationToken,
     /// Every client connection of every listener, current or removed by a reload.
     pub connections: TaskTracker,
+    /// One health checker per backend of the running configuration.
+    pub checkers: crate::health::Checkers,
 }
 
 impl Shared {
@@ -87,7 +89,9 @@ pub async fn run(config: Config, mut control: mpsc::Receiver<Control>) -> Result
         graceful: CancellationToken::new(),
         kill: CancellationToken::new(),
         connections: TaskTracker::new(),
+        checkers: crate::health::Checkers::new(),
     });
+    shared.checkers.reconcile(&shared);
     let mut running: HashMap<String, Running> = HashMap::new();
     for (l, socket) in sockets {
         let r = listener::spawn(l, socket, None, Arc::clone(&shared)).map_err(|source| {
@@ -136,4 +140,5 @@ async fn drain(shared: &Shared, running: HashMap<String, Running>) {
         tracing::warn!(timeout = ?runtime.shutdown_timeout, "drain deadline reached, closing the rest");
         shared.kill.cancel();
     }
+    shared.checkers.stop_all();
 }

@@ -5,9 +5,11 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 
-use crate::balance::{Balancer, Policy};
+use tokio::sync::Notify;
+
+use crate::balance::{Balancer, FULL, Policy};
 use crate::config;
 use crate::health::Tracker;
 use crate::proxy::pool::Pool;
@@ -31,11 +33,50 @@ pub struct Backend {
     pub tracker: Tracker,
     /// Idle keep-alive HTTP connections to this backend.
     pub pool: Pool,
+    /// `check = "none"`: whether a down backend is open for its one trial (see `Trial`).
+    trial: AtomicU8,
+    /// Slow start: the share of its weight it gets now, 100..=1000; carried across a reload.
+    permille: AtomicU32,
+    /// Woken on every up/down change and failed trial, so the backend's checker can start a
+    /// slow start or arm the next trial without polling.
+    pub changed: Notify,
+}
+
+/// The trial of a down backend of a `check = "none"` upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Trial {
+    /// No trial: a down backend is out of the balancer.
+    Closed = 0,
+    /// Back in the balancer, waiting for the next pick to become the trial.
+    Open = 1,
+    /// Picked: out of the balancer again until the trial's outcome is recorded.
+    Taken = 2,
 }
 
 impl Backend {
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
+    }
+
+    pub fn trial(&self) -> Trial {
+        match self.trial.load(Ordering::Relaxed) {
+            1 => Trial::Open,
+            2 => Trial::Taken,
+            _ => Trial::Closed,
+        }
+    }
+
+    /// The share of its weight it gets, in permille (slow start ramps it up).
+    pub fn permille(&self) -> u32 {
+        self.permille.load(Ordering::Relaxed)
+    }
+
+    /// Moves the trial from `from` to `to`; false when it was not in `from`.
+    fn move_trial(&self, from: Trial, to: Trial) -> bool {
+        self.trial
+            .compare_exchange(from as u8, to as u8, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
     }
 }
 
@@ -103,6 +144,9 @@ impl Upstream {
                 healthy: AtomicBool::new(true),
                 tracker: Tracker::new(),
                 pool: Pool::default(),
+                trial: AtomicU8::new(Trial::Closed as u8),
+                permille: AtomicU32::new(FULL),
+                changed: Notify::new(),
             }));
         }
         let policy = match conf.balance {
@@ -111,9 +155,14 @@ impl Upstream {
         };
         let weights: Vec<u32> = conf.backends.iter().map(|b| b.weight).collect();
         let balancer = Arc::new(Balancer::new(policy, &weights));
+        // Carried-over backends keep their state in the new balancer: down (unless open for a
+        // trial) and any slow start in progress.
         for (i, b) in backends.iter().enumerate() {
-            if !b.is_healthy() {
+            if !b.is_healthy() && b.trial() != Trial::Open {
                 balancer.set_healthy(i, false);
+            }
+            if b.permille() != FULL {
+                balancer.set_permille(i, b.permille());
             }
         }
         Ok(Upstream {
@@ -124,16 +173,31 @@ impl Upstream {
         })
     }
 
-    /// Picks a healthy backend not in `tried`; `None` when there is none.
+    /// Picks a healthy backend not in `tried`; `None` when there is none. A down backend open
+    /// for its trial is picked once: the pick takes it out of the balancer again.
     pub fn pick(&self, tried: &[usize]) -> Option<Lease> {
-        let index = if tried.is_empty() {
-            self.balancer.pick()?
-        } else {
-            self.balancer.pick_excluding(tried)?
-        };
-        let Some(backend) = self.backends.get(index) else {
+        let mut skip: Option<Vec<usize>> = None;
+        let (index, backend) = loop {
+            let excluded = skip.as_deref().unwrap_or(tried);
+            let index = if excluded.is_empty() {
+                self.balancer.pick()?
+            } else {
+                self.balancer.pick_excluding(excluded)?
+            };
+            let Some(backend) = self.backends.get(index) else {
+                self.balancer.release(index);
+                return None;
+            };
+            if backend.is_healthy() {
+                break (index, backend);
+            }
+            if backend.move_trial(Trial::Open, Trial::Taken) {
+                self.balancer.set_healthy(index, false);
+                break (index, backend);
+            }
+            // Another request took the trial a moment ago: look elsewhere.
             self.balancer.release(index);
-            return None;
+            skip.get_or_insert_with(|| tried.to_vec()).push(index);
         };
         backend.in_flight.fetch_add(1, Ordering::Relaxed);
         backend.requests.fetch_add(1, Ordering::Relaxed);
@@ -144,21 +208,69 @@ impl Upstream {
         })
     }
 
-    /// Marks backend `index` up or down. Returns true when that changed its state.
+    /// Marks backend `index` up or down. Returns true when that changed its state; a change
+    /// closes any trial, starts a slow start (when configured) and wakes the checker. The
+    /// caller logs it (`set_up`, `set_down` do).
     pub fn set_healthy(&self, index: usize, healthy: bool) -> bool {
         let Some(backend) = self.backends.get(index) else {
             return false;
         };
-        let changed = backend.healthy.swap(healthy, Ordering::Relaxed) != healthy;
+        let changed = backend.healthy.swap(healthy, Ordering::AcqRel) != healthy;
         if changed {
+            backend.trial.store(Trial::Closed as u8, Ordering::Release);
+            // The share is lowered before the backend is scheduled, so no pick sees it at full
+            // weight; the checker ramps it from here.
+            if healthy && !self.conf.slow_start.is_zero() {
+                self.set_permille(index, crate::health::SLOW_START_FLOOR);
+            }
             self.balancer.set_healthy(index, healthy);
+            backend.changed.notify_one();
         }
         changed
     }
 
-    /// Slow start: backend `index` gets `permille` of its weight.
+    /// Slow start: backend `index` gets `permille` (1..=1000) of its weight.
     pub fn set_permille(&self, index: usize, permille: u32) {
+        let permille = permille.clamp(1, FULL);
+        if let Some(b) = self.backends.get(index) {
+            b.permille.store(permille, Ordering::Relaxed);
+        }
         self.balancer.set_permille(index, permille);
+    }
+
+    /// `check = "none"`: puts down backend `index` back in the balancer for one trial.
+    pub fn open_trial(&self, index: usize) {
+        let Some(b) = self.backends.get(index) else {
+            return;
+        };
+        if b.is_healthy() {
+            return;
+        }
+        // A trial taken but never decided (a session that neither failed nor ended) must
+        // not keep the backend down for good: it is opened again.
+        if b.move_trial(Trial::Closed, Trial::Open) || b.move_trial(Trial::Taken, Trial::Open) {
+            self.balancer.set_healthy(index, true);
+        }
+    }
+
+    /// Marks backend `index` down and logs why, if it was up.
+    pub fn set_down(&self, index: usize, reason: &str) {
+        if self.set_healthy(index, false)
+            && let Some(b) = self.backends.get(index)
+        {
+            tracing::info!(upstream = %self.name, addr = %b.addr, reason, "backend down");
+            crate::metrics::backend_healthy(&self.name, &b.addr, false);
+        }
+    }
+
+    /// Marks backend `index` up and logs it, if it was down.
+    pub fn set_up(&self, index: usize) {
+        if self.set_healthy(index, true)
+            && let Some(b) = self.backends.get(index)
+        {
+            tracing::info!(upstream = %self.name, addr = %b.addr, "backend up");
+            crate::metrics::backend_healthy(&self.name, &b.addr, true);
+        }
     }
 
     pub fn has_healthy_backend(&self) -> bool {
@@ -202,27 +314,55 @@ pub fn build_all(
 
 impl Upstream {
     /// A live connection or response to backend `index` failed (`kind`: connect, timeout,
-    /// reset, or an http 502/503/504 from the backend). Enough in a row mark it down.
+    /// reset, or an http 502/503/504 from the backend). Enough in a row mark it down; a
+    /// failed trial keeps it down for another `interval`.
     pub fn record_failure(&self, index: usize, kind: &'static str) {
         let Some(b) = self.backends.get(index) else {
             return;
         };
         b.failures.fetch_add(1, Ordering::Relaxed);
-        let h = &self.conf.health;
-        let up = b.is_healthy();
-        if b.tracker
-            .record(false, up, h.unhealthy_threshold, h.healthy_threshold)
-            == Some(false)
-            && self.set_healthy(index, false)
-        {
-            tracing::info!(upstream = %self.name, addr = %b.addr, reason = kind, "backend down");
+        if b.move_trial(Trial::Taken, Trial::Closed) {
+            tracing::debug!(upstream = %self.name, addr = %b.addr, reason = kind, "trial failed");
+            b.changed.notify_one();
+        }
+        self.record(index, false, kind);
+    }
+
+    /// A live exchange with backend `index` succeeded: the failure count starts again, and a
+    /// trial that succeeds marks the backend up.
+    pub fn record_success(&self, index: usize) {
+        let Some(b) = self.backends.get(index) else {
+            return;
+        };
+        b.tracker.reset_failures();
+        if b.trial() == Trial::Taken {
+            self.set_up(index);
         }
     }
 
-    /// A live exchange with backend `index` succeeded: the failure count starts again.
-    pub fn record_success(&self, index: usize) {
+    /// The outcome of an active check of backend `index`.
+    pub fn record_check(&self, index: usize, pass: bool, reason: &str) {
         if let Some(b) = self.backends.get(index) {
-            b.tracker.reset_failures();
+            crate::metrics::health_check(&self.name, &b.addr, pass);
+        }
+        self.record(index, pass, reason);
+    }
+
+    /// Feeds one outcome to the thresholds and applies the change they decide.
+    fn record(&self, index: usize, ok: bool, reason: &str) {
+        let Some(b) = self.backends.get(index) else {
+            return;
+        };
+        let h = &self.conf.health;
+        match b.tracker.record(
+            ok,
+            b.is_healthy(),
+            h.unhealthy_threshold,
+            h.healthy_threshold,
+        ) {
+            Some(true) => self.set_up(index),
+            Some(false) => self.set_down(index, reason),
+            None => {}
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Health: the pure threshold counter that turns outcomes into up/down decisions.
+//! The pure threshold counter that turns outcomes into up/down decisions (as rust-rpxy's:
+//! `record` returns `Some` only on a change), kept apart from probes and tasks.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
