@@ -224,3 +224,109 @@ pub async fn read_tag(addr: SocketAddr) -> std::io::Result<String> {
     }
     Ok(String::from_utf8_lossy(&buf).into_owned())
 }
+
+/// An HTTP/1.1 backend on hyper: `GET /healthz` answers the status set with `set_health`
+/// (200 at first), every other request `200` with the backend's tag as body. It can be
+/// stopped (its port refuses, open connections are cut) and started again on the same port.
+pub struct HttpBackend {
+    pub addr: SocketAddr,
+    pub tag: &'static str,
+    health: Arc<std::sync::atomic::AtomicU16>,
+    stop: Mutex<tokio_util::sync::CancellationToken>,
+}
+
+impl HttpBackend {
+    pub async fn start(tag: &'static str) -> HttpBackend {
+        let l = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind backend");
+        let b = HttpBackend {
+            addr: l.local_addr().expect("addr"),
+            tag,
+            health: Arc::new(std::sync::atomic::AtomicU16::new(200)),
+            stop: Mutex::new(tokio_util::sync::CancellationToken::new()),
+        };
+        b.serve(l);
+        b
+    }
+
+    pub fn set_health(&self, status: u16) {
+        self.health
+            .store(status, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Closes the port and cuts every open connection.
+    pub fn stop(&self) {
+        self.stop.lock().unwrap().cancel();
+    }
+
+    /// Listens on the same port again.
+    pub async fn restart(&self) {
+        *self.stop.lock().unwrap() = tokio_util::sync::CancellationToken::new();
+        let l = wait_for_async("the backend's port to bind again", || async {
+            TcpListener::bind(self.addr).await.ok()
+        })
+        .await;
+        self.serve(l);
+    }
+
+    fn serve(&self, l: TcpListener) {
+        let stop = self.stop.lock().unwrap().clone();
+        let health = Arc::clone(&self.health);
+        let tag = self.tag;
+        tokio::spawn(async move {
+            loop {
+                let s = tokio::select! {
+                    () = stop.cancelled() => return,
+                    r = l.accept() => match r {
+                        Ok((s, _)) => s,
+                        Err(_) => return,
+                    },
+                };
+                let stop = stop.clone();
+                let health = Arc::clone(&health);
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let status = if req.uri().path() == "/healthz" {
+                                health.load(std::sync::atomic::Ordering::SeqCst)
+                            } else {
+                                200
+                            };
+                            async move {
+                                hyper::Response::builder()
+                                    .status(status)
+                                    .body(http_body_util::Full::new(bytes::Bytes::from(tag)))
+                            }
+                        },
+                    );
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(s), service);
+                    tokio::select! {
+                        () = stop.cancelled() => {}
+                        _ = conn => {}
+                    }
+                });
+            }
+        });
+    }
+}
+
+/// `GET /` on a new connection to `addr` (`Connection: close`): the status and the body.
+pub async fn http_get(addr: SocketAddr) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(addr).await?;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).await?;
+    let text = String::from_utf8_lossy(&all).into_owned();
+    let status = text
+        .get(9..12)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("no status line: {text:?}")))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
