@@ -253,6 +253,18 @@ impl Upstream {
         }
     }
 
+    /// Ends any trial of backend `index` (its upstream no longer has `check = "none"`): active
+    /// checks alone bring it back.
+    pub fn close_trial(&self, index: usize) {
+        let Some(b) = self.backends.get(index) else {
+            return;
+        };
+        if b.move_trial(Trial::Open, Trial::Closed) && !b.is_healthy() {
+            self.balancer.set_healthy(index, false);
+        }
+        b.move_trial(Trial::Taken, Trial::Closed);
+    }
+
     /// Marks backend `index` down and logs why, if it was up.
     pub fn set_down(&self, index: usize, reason: &str) {
         if self.set_healthy(index, false)

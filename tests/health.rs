@@ -23,11 +23,20 @@ struct Proxy {
 
 fn start(backends: &[&HttpBackend], check: &str, extra: &str) -> Proxy {
     let (http, tcp) = (free_port(), free_port());
+    let fulcrum = Fulcrum::start(&config(http, tcp, backends, check, extra));
+    Proxy {
+        fulcrum,
+        http: ([127, 0, 0, 1], http).into(),
+        tcp: ([127, 0, 0, 1], tcp).into(),
+    }
+}
+
+fn config(http: u16, tcp: u16, backends: &[&HttpBackend], check: &str, extra: &str) -> String {
     let list: Vec<String> = backends
         .iter()
         .map(|b| format!("{{ addr = \"{}\" }}", b.addr))
         .collect();
-    let fulcrum = Fulcrum::start(&format!(
+    format!(
         r#"
 [runtime]
 worker_threads = 2
@@ -60,12 +69,7 @@ healthy_threshold = 2
         list.join(", "),
         INTERVAL.as_millis(),
         TIMEOUT.as_millis(),
-    ));
-    Proxy {
-        fulcrum,
-        http: ([127, 0, 0, 1], http).into(),
-        tcp: ([127, 0, 0, 1], tcp).into(),
-    }
+    )
 }
 
 /// One tcp session carrying an HTTP request: the body the backend answered, or "" when the
@@ -259,4 +263,39 @@ async fn slow_start_grows_the_share_of_a_returning_backend_round_robin() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_start_grows_the_share_of_a_returning_backend_least_load() {
     slow_start_grows_the_share("least_load").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_starts_checks_of_added_backends_and_keeps_the_state_of_kept_ones() {
+    let a = HttpBackend::start("a").await;
+    let b = HttpBackend::start("b").await;
+    let c = HttpBackend::start("c").await;
+    let p = start(&[&a, &b], "http", "");
+    b.set_health(503);
+    wait_for_line(&p.fulcrum, &["backend down", &b.addr.to_string()]).await;
+    c.set_health(503);
+    let (http, tcp) = (p.http.port(), p.tcp.port());
+    std::fs::write(
+        &p.fulcrum.config,
+        config(http, tcp, &[&a, &b, &c], "http", ""),
+    )
+    .expect("rewrite config");
+    p.fulcrum.signal(libc::SIGHUP);
+    p.fulcrum.wait_for_log("configuration reloaded");
+    wait_for_line(&p.fulcrum, &["backend down", &c.addr.to_string()]).await;
+    for _ in 0..20 {
+        let (status, body) = http_get(p.http).await.expect("request");
+        assert_eq!(
+            (status, body.as_str()),
+            (200, "a"),
+            "a kept backend stays down across a reload; an added one is checked"
+        );
+    }
+    let log = p.fulcrum.log();
+    assert_eq!(
+        log.matches("backend down").count(),
+        2,
+        "no backend goes down twice or wrongly: {log}"
+    );
+    assert!(!log.contains("backend up"), "nothing came up: {log}");
 }

@@ -4,7 +4,7 @@
 //! A task never holds on to an `Upstream`: a reload may rebuild it around the same `Backend`,
 //! so every round looks the upstream up in the current snapshot and finds the backend by addr.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -76,10 +76,10 @@ impl Checkers {
     /// leaves the others running as they are. Call it at start and after every swap.
     pub fn reconcile(&self, shared: &Arc<Shared>) {
         let snapshot = shared.state.load();
-        let mut wanted: Vec<Key> = Vec::new();
+        let mut wanted: HashSet<Key> = HashSet::new();
         for (name, upstream) in &snapshot.upstreams {
             for b in &upstream.backends {
-                wanted.push((name.clone(), Arc::clone(&b.addr)));
+                wanted.insert((name.clone(), Arc::clone(&b.addr)));
             }
         }
         let mut tasks = self.lock();
@@ -169,6 +169,9 @@ async fn run(shared: Arc<Shared>, key: Key, probe: Probe) {
         let health = upstream.conf.health.clone();
         let slow_start = upstream.conf.slow_start;
         let now = Instant::now();
+        if health.check != Check::None && backend.trial() != Trial::Closed {
+            upstream.close_trial(index);
+        }
         arm_trial(&mut trial_at, &backend, &health, now);
         let ramp_next = ramp(&mut ramp_start, &upstream, index, &backend, slow_start, now);
         drop(upstream);
