@@ -203,6 +203,12 @@ async fn forward(
                 }
                 return Ok((resp, lease, Some(sender)));
             }
+            Ok(Err(e)) if e.is_user() => {
+                // The client's own body broke (a bad chunk size, or the client went away):
+                // the backend is not at fault, and the request cannot be completed.
+                tracing::debug!(error = %e, "client request body failed");
+                return Err(StatusCode::BAD_REQUEST);
+            }
             Ok(Err(e)) => {
                 fail(upstream, &lease, "reset");
                 tracing::debug!(upstream = %upstream.name, backend = %backend.addr, error = %e, "backend exchange failed");
