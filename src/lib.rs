@@ -16,6 +16,7 @@
 //! - `proxy`: dial with failover (`mod`), layer 4 (`tcp`), layer 7 (`http`).
 //! - `server`: wiring, the control loop, the drain on shutdown.
 //! - `reload`: SIGHUP: load, validate, build, swap, or keep the old and say why.
+//! - `watch`: `watch_config`: the same reload when the file changes.
 //! - `metrics`, `logging`, `summary`: what the process tells the operator.
 
 pub mod balance;
@@ -29,3 +30,4 @@ pub mod reload;
 pub mod server;
 pub mod summary;
 pub mod upstream;
+pub mod watch;

@@ -53,10 +53,17 @@ fn main() -> ExitCode {
 
 fn run(config: Config) -> ExitCode {
     fulcrum::logging::init(&config.log);
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if config.runtime.worker_threads > 0 {
-        builder.worker_threads(config.runtime.worker_threads);
-    }
+    // One worker: the current-thread scheduler does the same work without the cross-thread
+    // handoffs of the multi-thread one (the sidecar and benchmark setting).
+    let mut builder = match config.runtime.worker_threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        0 => tokio::runtime::Builder::new_multi_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+    };
     let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {

@@ -105,12 +105,19 @@ pub async fn run(config: Config, mut control: mpsc::Receiver<Control>) -> Result
         running.insert(l.name.clone(), r);
     }
 
-    while let Some(c) = control.recv().await {
+    let (watch_tx, mut watched) = mpsc::channel(1);
+    let watcher = tokio::spawn(crate::watch::watch(Arc::clone(&shared), watch_tx));
+    loop {
+        let c = tokio::select! {
+            c = control.recv() => c.unwrap_or(Control::Shutdown),
+            Some(c) = watched.recv() => c,
+        };
         match c {
             Control::Reload => crate::reload::reload(&shared, &mut running),
             Control::Shutdown => break,
         }
     }
+    watcher.abort();
     drain(&shared, running).await;
     Ok(())
 }

@@ -6,7 +6,7 @@ mod support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use support::{Fulcrum, HttpBackend, free_port, http_get, wait_for_async};
+use support::{Fulcrum, HealthBackend, free_port, http_get, wait_for_async};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -21,7 +21,7 @@ struct Proxy {
     tcp: SocketAddr,
 }
 
-fn start(backends: &[&HttpBackend], check: &str, extra: &str) -> Proxy {
+fn start(backends: &[&HealthBackend], check: &str, extra: &str) -> Proxy {
     let (http, tcp) = (free_port(), free_port());
     let fulcrum = Fulcrum::start(&config(http, tcp, backends, check, extra));
     Proxy {
@@ -31,7 +31,7 @@ fn start(backends: &[&HttpBackend], check: &str, extra: &str) -> Proxy {
     }
 }
 
-fn config(http: u16, tcp: u16, backends: &[&HttpBackend], check: &str, extra: &str) -> String {
+fn config(http: u16, tcp: u16, backends: &[&HealthBackend], check: &str, extra: &str) -> String {
     let list: Vec<String> = backends
         .iter()
         .map(|b| format!("{{ addr = \"{}\" }}", b.addr))
@@ -100,8 +100,8 @@ async fn wait_for_line(f: &Fulcrum, needles: &[&str]) -> Instant {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_backend_is_marked_down_while_traffic_fails_over_and_comes_back_up() {
-    let a = HttpBackend::start("a").await;
-    let b = HttpBackend::start("b").await;
+    let a = HealthBackend::start("a").await;
+    let b = HealthBackend::start("b").await;
     let p = start(&[&a, &b], "http", "");
     let b_addr = b.addr.to_string();
 
@@ -148,8 +148,8 @@ async fn a_stopped_backend_is_marked_down_while_traffic_fails_over_and_comes_bac
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http_check_answered_503_marks_the_backend_down() {
-    let a = HttpBackend::start("a").await;
-    let b = HttpBackend::start("b").await;
+    let a = HealthBackend::start("a").await;
+    let b = HealthBackend::start("b").await;
     let p = start(&[&a, &b], "http", "");
     let b_addr = b.addr.to_string();
     b.set_health(503);
@@ -168,8 +168,8 @@ async fn an_http_check_answered_503_marks_the_backend_down() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_every_backend_down_http_answers_503_and_tcp_closes_at_once() {
-    let a = HttpBackend::start("a").await;
-    let b = HttpBackend::start("b").await;
+    let a = HealthBackend::start("a").await;
+    let b = HealthBackend::start("b").await;
     let p = start(&[&a, &b], "http", "");
     a.set_health(500);
     b.set_health(500);
@@ -190,8 +190,8 @@ async fn with_every_backend_down_http_answers_503_and_tcp_closes_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_passive_backend_gets_a_trial_after_interval_and_returns() {
-    let a = HttpBackend::start("a").await;
-    let b = HttpBackend::start("b").await;
+    let a = HealthBackend::start("a").await;
+    let b = HealthBackend::start("b").await;
     let p = start(&[&a, &b], "none", "");
     let b_addr = b.addr.to_string();
     b.stop();
@@ -216,8 +216,8 @@ async fn a_passive_backend_gets_a_trial_after_interval_and_returns() {
 
 /// The share of requests `b` gets rises over consecutive windows after it comes back.
 async fn slow_start_grows_the_share(balance: &str) {
-    let a = HttpBackend::start("a").await;
-    let b = HttpBackend::start("b").await;
+    let a = HealthBackend::start("a").await;
+    let b = HealthBackend::start("b").await;
     let extra = format!("balance = \"{balance}\"\nslow_start = \"2s\"");
     let p = start(&[&a, &b], "http", &extra);
     let b_addr = b.addr.to_string();
@@ -267,9 +267,9 @@ async fn slow_start_grows_the_share_of_a_returning_backend_least_load() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_starts_checks_of_added_backends_and_keeps_the_state_of_kept_ones() {
-    let a = HttpBackend::start("a").await;
-    let b = HttpBackend::start("b").await;
-    let c = HttpBackend::start("c").await;
+    let a = HealthBackend::start("a").await;
+    let b = HealthBackend::start("b").await;
+    let c = HealthBackend::start("c").await;
     let p = start(&[&a, &b], "http", "");
     b.set_health(503);
     wait_for_line(&p.fulcrum, &["backend down", &b.addr.to_string()]).await;

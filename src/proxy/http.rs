@@ -34,6 +34,8 @@ pub const MAX_HEADERS: usize = 100;
 struct Conn {
     listener: Arc<str>,
     peer: SocketAddr,
+    /// The client's address as an `X-Forwarded-For` value, made once per connection.
+    peer_ip: HeaderValue,
     proto: &'static str,
     shared: Arc<Shared>,
     activity: Arc<Activity>,
@@ -54,9 +56,12 @@ pub async fn serve(
         io: stream,
         activity: Arc::clone(&activity),
     };
+    let peer_ip = HeaderValue::from_str(&peer.ip().to_string())
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
     let conn = Arc::new(Conn {
         listener: Arc::clone(&listener),
         peer,
+        peer_ip,
         proto: "http",
         shared,
         activity: Arc::clone(&activity),
@@ -101,8 +106,12 @@ async fn handle(req: Request<Incoming>, conn: &Conn) -> Response<RespBody> {
     let Some((_, upstream)) = snapshot.route(&conn.listener) else {
         return local(StatusCode::SERVICE_UNAVAILABLE, in_progress);
     };
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
+    // Only the access log needs these; skip the copies when it is off.
+    let access = snapshot
+        .config
+        .log
+        .access
+        .then(|| (req.method().clone(), req.uri().path().to_owned()));
     let (resp, backend) = match forward(req, conn, upstream).await {
         Ok((resp, lease, sender)) => {
             let backend = Arc::clone(&lease.backend.addr);
@@ -118,7 +127,7 @@ async fn handle(req: Request<Incoming>, conn: &Conn) -> Response<RespBody> {
         status,
         started.elapsed(),
     );
-    if snapshot.config.log.access {
+    if let Some((method, path)) = access {
         tracing::info!(
             target: "access",
             listener = %conn.listener,
@@ -202,6 +211,12 @@ async fn forward(
                     return Ok((resp, lease, None));
                 }
                 return Ok((resp, lease, Some(sender)));
+            }
+            Ok(Err(e)) if e.is_user() => {
+                // The client's own body broke (a bad chunk size, or the client went away):
+                // the backend is not at fault, and the request cannot be completed.
+                tracing::debug!(error = %e, "client request body failed");
+                return Err(StatusCode::BAD_REQUEST);
             }
             Ok(Err(e)) => {
                 fail(upstream, &lease, "reset");
@@ -329,12 +344,11 @@ fn prepare(req: Request<Incoming>, conn: &Conn, upgrade: bool) -> Option<Request
     strip_hop_by_hop(headers);
     // fulcrum answers `Expect: 100-continue` itself, when the body is first read.
     headers.remove(header::EXPECT);
-    let client_ip = conn.peer.ip().to_string();
     let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {client_ip}"),
-        None => client_ip,
+        Some(prev) => HeaderValue::from_str(&format!("{prev}, {}", conn.peer.ip())).ok(),
+        None => Some(conn.peer_ip.clone()),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Some(v) = xff {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
     headers.insert(

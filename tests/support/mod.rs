@@ -225,22 +225,253 @@ pub async fn read_tag(addr: SocketAddr) -> std::io::Result<String> {
     Ok(String::from_utf8_lossy(&buf).into_owned())
 }
 
+/// An HTTP/1.1 backend built on hyper, answering by path:
+/// `/` its tag; `/headers` the request head as it arrived; `/echo` the request body;
+/// `/status/N` status N; `/sleep/MS` after a delay; `/big/N` N bytes; `/cut` a response that
+/// breaks after a few bytes; `/ws` a `101` then an echo tunnel; `/204`, `/304`.
+pub struct HttpBackend {
+    pub addr: SocketAddr,
+    /// TCP connections accepted so far.
+    pub connections: Arc<std::sync::atomic::AtomicUsize>,
+    /// Requests answered so far.
+    pub requests: Arc<std::sync::atomic::AtomicUsize>,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl HttpBackend {
+    /// Stops accepting and closes the listening socket (open connections end as they end).
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+pub async fn http_backend(tag: &'static str) -> HttpBackend {
+    http_backend_on("127.0.0.1:0".parse().expect("addr"), tag).await
+}
+
+pub async fn http_backend_on(addr: SocketAddr, tag: &'static str) -> HttpBackend {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let l = TcpListener::bind(addr).await.expect("bind http backend");
+    let addr = l.local_addr().expect("addr");
+    let connections = Arc::new(AtomicUsize::new(0));
+    let requests = Arc::new(AtomicUsize::new(0));
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let (c, r) = (Arc::clone(&connections), Arc::clone(&requests));
+    tokio::spawn(async move {
+        loop {
+            let (s, _) = tokio::select! {
+                a = l.accept() => match a { Ok(a) => a, Err(_) => return },
+                _ = stopped.changed() => return,
+            };
+            c.fetch_add(1, Ordering::Relaxed);
+            let r = Arc::clone(&r);
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    r.fetch_add(1, Ordering::Relaxed);
+                    answer(req, tag)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    HttpBackend {
+        addr,
+        connections,
+        requests,
+        stop,
+    }
+}
+
+type TestBody = http_body_util::combinators::BoxBody<bytes::Bytes, std::io::Error>;
+
+fn full(b: impl Into<bytes::Bytes>) -> TestBody {
+    use http_body_util::BodyExt;
+    http_body_util::Full::new(b.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+async fn answer(
+    mut req: hyper::Request<hyper::body::Incoming>,
+    tag: &'static str,
+) -> Result<hyper::Response<TestBody>, std::convert::Infallible> {
+    use http_body_util::BodyExt;
+    use hyper::body::Frame;
+    let path = req.uri().path().to_owned();
+    let mut resp = hyper::Response::new(full(tag));
+    resp.headers_mut()
+        .insert("x-backend", hyper::header::HeaderValue::from_static(tag));
+    let mut parts = path.trim_start_matches('/').splitn(2, '/');
+    let (first, arg) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    match first {
+        "headers" => {
+            let mut head = format!("{} {}\n", req.method(), req.uri());
+            for (k, v) in req.headers() {
+                head.push_str(&format!("{}: {}\n", k, v.to_str().unwrap_or("?")));
+            }
+            *resp.body_mut() = full(head);
+        }
+        "echo" => {
+            *resp.body_mut() = req.into_body().map_err(std::io::Error::other).boxed();
+        }
+        "count" => {
+            let n = req
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes().len())
+                .unwrap_or(0);
+            *resp.body_mut() = full(format!("got {n}"));
+        }
+        "status" => {
+            *resp.status_mut() = hyper::StatusCode::from_u16(arg.parse().unwrap_or(500))
+                .unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+        }
+        "sleep" => {
+            tokio::time::sleep(Duration::from_millis(arg.parse().unwrap_or(0))).await;
+        }
+        "big" => {
+            *resp.body_mut() = full(vec![b'x'; arg.parse().unwrap_or(0)]);
+        }
+        "cut" => {
+            let frames: Vec<Result<Frame<bytes::Bytes>, std::io::Error>> = vec![
+                Ok(Frame::data(bytes::Bytes::from_static(b"partial"))),
+                Err(std::io::Error::other("cut")),
+            ];
+            let stream = futures_util::stream::iter(frames);
+            *resp.body_mut() = http_body_util::StreamBody::new(stream).boxed();
+            resp.headers_mut().insert(
+                "content-length",
+                hyper::header::HeaderValue::from_static("1000"),
+            );
+        }
+        "204" => {
+            *resp.status_mut() = hyper::StatusCode::NO_CONTENT;
+            *resp.body_mut() = full("");
+        }
+        "304" => {
+            *resp.status_mut() = hyper::StatusCode::NOT_MODIFIED;
+            *resp.body_mut() = full("");
+        }
+        "ws" => {
+            let on = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                if let Ok(up) = on.await {
+                    let io = hyper_util::rt::TokioIo::new(up);
+                    let (mut r, mut w) = tokio::io::split(io);
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                }
+            });
+            *resp.status_mut() = hyper::StatusCode::SWITCHING_PROTOCOLS;
+            *resp.body_mut() = full("");
+            resp.headers_mut().insert(
+                "upgrade",
+                hyper::header::HeaderValue::from_static("websocket"),
+            );
+            resp.headers_mut().insert(
+                "connection",
+                hyper::header::HeaderValue::from_static("upgrade"),
+            );
+        }
+        _ => {}
+    }
+    Ok(resp)
+}
+
+/// A raw HTTP exchange on a fresh connection: sends `request` bytes, reads until the
+/// peer closes or `deadline` passes, returns everything read.
+pub async fn raw(addr: SocketAddr, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(request).await.expect("write request");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(DEADLINE, s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A minimal HTTP/1.1 client response.
+pub struct Reply {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: bytes::Bytes,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// A keep-alive HTTP/1.1 client connection.
+pub struct Client {
+    sender: hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr) -> Client {
+        let s = TcpStream::connect(addr).await.expect("connect to fulcrum");
+        let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s))
+            .await
+            .expect("handshake");
+        tokio::spawn(conn);
+        Client { sender }
+    }
+
+    pub async fn request(&mut self, method: &str, path: &str, body: &'static [u8]) -> Reply {
+        self.try_request(method, path, body)
+            .await
+            .expect("request through fulcrum")
+    }
+
+    pub async fn try_request(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: &'static [u8],
+    ) -> Result<Reply, hyper::Error> {
+        use http_body_util::BodyExt;
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "fulcrum.test")
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(body)))
+            .expect("request");
+        self.sender.ready().await?;
+        let resp = self.sender.send_request(req).await?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await?.to_bytes();
+        Ok(Reply {
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
+/// One GET on a fresh connection.
+pub async fn get(addr: SocketAddr, path: &str) -> Reply {
+    Client::connect(addr).await.request("GET", path, b"").await
+}
+
 /// An HTTP/1.1 backend on hyper: `GET /healthz` answers the status set with `set_health`
 /// (200 at first), every other request `200` with the backend's tag as body. It can be
 /// stopped (its port refuses, open connections are cut) and started again on the same port.
-pub struct HttpBackend {
+pub struct HealthBackend {
     pub addr: SocketAddr,
     pub tag: &'static str,
     health: Arc<std::sync::atomic::AtomicU16>,
     stop: Mutex<tokio_util::sync::CancellationToken>,
 }
 
-impl HttpBackend {
-    pub async fn start(tag: &'static str) -> HttpBackend {
+impl HealthBackend {
+    pub async fn start(tag: &'static str) -> HealthBackend {
         let l = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind backend");
-        let b = HttpBackend {
+        let b = HealthBackend {
             addr: l.local_addr().expect("addr"),
             tag,
             health: Arc::new(std::sync::atomic::AtomicU16::new(200)),
