@@ -47,6 +47,7 @@ fn try_reload(
     }
 
     let plan = describe_changes(&current.config, &config);
+    snapshot.publish();
     shared.state.store(Arc::new(snapshot));
     shared.checkers.reconcile(shared);
 

@@ -84,7 +84,10 @@ pub async fn run(config: Config, mut control: mpsc::Receiver<Control>) -> Result
         sockets.push((l, socket));
     }
     let shared = Arc::new(Shared {
-        state: ArcSwap::from_pointee(snapshot),
+        state: ArcSwap::from_pointee({
+            snapshot.publish();
+            snapshot
+        }),
         draining: AtomicBool::new(false),
         graceful: CancellationToken::new(),
         kill: CancellationToken::new(),

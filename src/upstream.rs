@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 use tokio::sync::Notify;
 
+use arc_swap::ArcSwapOption;
+
 use crate::balance::{Balancer, FULL, Policy};
 use crate::config;
 use crate::health::Tracker;
@@ -40,6 +42,26 @@ pub struct Backend {
     /// Woken on every up/down change and failed trial, so the backend's checker can start a
     /// slow start or arm the next trial without polling.
     pub changed: Notify,
+    /// Its place in the balancer of the running configuration. Releases and health changes
+    /// go there even from a request picked before a reload, so the newest balancer's counts
+    /// stay exact.
+    slot: ArcSwapOption<Slot>,
+}
+
+/// A backend's balancer and index in it.
+#[derive(Debug)]
+struct Slot {
+    balancer: Arc<Balancer>,
+    index: usize,
+}
+
+impl Backend {
+    /// Runs `f` on the backend's current balancer and index.
+    fn schedule(&self, f: impl FnOnce(&Balancer, usize)) {
+        if let Some(slot) = &*self.slot.load() {
+            f(&slot.balancer, slot.index);
+        }
+    }
 }
 
 /// The trial of a down backend of a `check = "none"` upstream.
@@ -95,12 +117,11 @@ pub struct Upstream {
 pub struct Lease {
     pub backend: Arc<Backend>,
     pub index: usize,
-    balancer: Arc<Balancer>,
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.balancer.release(self.index);
+        self.backend.schedule(|b, i| b.release(i));
         self.backend.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -147,6 +168,7 @@ impl Upstream {
                 trial: AtomicU8::new(Trial::Closed as u8),
                 permille: AtomicU32::new(FULL),
                 changed: Notify::new(),
+                slot: ArcSwapOption::empty(),
             }));
         }
         let policy = match conf.balance {
@@ -164,6 +186,9 @@ impl Upstream {
             if b.permille() != FULL {
                 balancer.set_permille(i, b.permille());
             }
+            // Requests still open from before a reload count for least load here, and their
+            // release lands here (through the slot).
+            balancer.set_in_flight(i, b.in_flight.load(Ordering::Relaxed));
         }
         Ok(Upstream {
             conf: conf.clone(),
@@ -171,6 +196,17 @@ impl Upstream {
             backends,
             balancer,
         })
+    }
+
+    /// Points every backend at this upstream's balancer: called when the snapshot holding it
+    /// becomes the running one.
+    pub fn publish(&self) {
+        for (index, b) in self.backends.iter().enumerate() {
+            b.slot.store(Some(Arc::new(Slot {
+                balancer: Arc::clone(&self.balancer),
+                index,
+            })));
+        }
     }
 
     /// Picks a healthy backend not in `tried`; `None` when there is none. A down backend open
@@ -204,7 +240,6 @@ impl Upstream {
         Some(Lease {
             backend: Arc::clone(backend),
             index,
-            balancer: Arc::clone(&self.balancer),
         })
     }
 
@@ -223,7 +258,7 @@ impl Upstream {
             if healthy && !self.conf.slow_start.is_zero() {
                 self.set_permille(index, crate::health::SLOW_START_FLOOR);
             }
-            self.balancer.set_healthy(index, healthy);
+            backend.schedule(|b, i| b.set_healthy(i, healthy));
             backend.changed.notify_one();
         }
         changed
@@ -234,8 +269,8 @@ impl Upstream {
         let permille = permille.clamp(1, FULL);
         if let Some(b) = self.backends.get(index) {
             b.permille.store(permille, Ordering::Relaxed);
+            b.schedule(|b, i| b.set_permille(i, permille));
         }
-        self.balancer.set_permille(index, permille);
     }
 
     /// `check = "none"`: puts down backend `index` back in the balancer for one trial.
@@ -249,7 +284,7 @@ impl Upstream {
         // A trial taken but never decided (a session that neither failed nor ended) must
         // not keep the backend down for good: it is opened again.
         if b.move_trial(Trial::Closed, Trial::Open) || b.move_trial(Trial::Taken, Trial::Open) {
-            self.balancer.set_healthy(index, true);
+            b.schedule(|b, i| b.set_healthy(i, true));
         }
     }
 
@@ -260,7 +295,7 @@ impl Upstream {
             return;
         };
         if b.move_trial(Trial::Open, Trial::Closed) && !b.is_healthy() {
-            self.balancer.set_healthy(index, false);
+            b.schedule(|b, i| b.set_healthy(i, false));
         }
         b.move_trial(Trial::Taken, Trial::Closed);
     }
@@ -405,9 +440,56 @@ impl Snapshot {
         })
     }
 
+    /// Makes this snapshot's balancers the ones every backend reports to; call right before
+    /// storing it. (Requests that end in between may leave a count off by one until they
+    /// are gone; the balancer saturates at zero.)
+    pub fn publish(&self) {
+        for u in self.upstreams.values() {
+            u.publish();
+        }
+    }
+
     /// The listener named `name` and its upstream.
     pub fn route(&self, name: &str) -> Option<(&config::Listener, &Arc<Upstream>)> {
         let l = self.config.listeners.iter().find(|l| l.name == name)?;
         Some((l, self.upstreams.get(&l.upstream)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn config(weights: &str) -> Arc<config::Config> {
+        let text = format!(
+            "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:8080\"\nprotocol = \"http\"\n\
+             upstream = \"app\"\n\n[upstream.app]\nbalance = \"least_load\"\nbackends = [{weights}]\n"
+        );
+        Arc::new(config::Config::from_toml(&text, Path::new("t.toml")).expect("valid config"))
+    }
+
+    #[test]
+    fn in_flight_requests_carry_over_a_reload_for_least_load() {
+        let both = "{ addr = \"127.0.0.1:1\" }, { addr = \"127.0.0.1:2\" }";
+        let old = Snapshot::build(config(both), None).expect("build");
+        old.publish();
+        let lease = old.upstreams["app"].pick(&[]).expect("pick");
+        let busy = lease.index;
+        let new = Snapshot::build(config(both), Some(&old)).expect("rebuild");
+        new.publish();
+        let app = &new.upstreams["app"];
+        let next = app.pick(&[]).expect("pick after reload");
+        assert_ne!(
+            next.index, busy,
+            "least_load must see the request still open from before the reload"
+        );
+        drop(next);
+        drop(lease);
+        assert_eq!(
+            app.balancer.in_flight(busy),
+            0,
+            "a release after the reload lands in the running balancer"
+        );
     }
 }

@@ -102,6 +102,12 @@ impl Balancer {
         self.lock().set_permille(index, permille);
     }
 
+    /// Seeds the in-flight count of `index`: a reload builds a new balancer while requests
+    /// picked from the old one are still open, and least load must see them.
+    pub fn set_in_flight(&self, index: usize, n: u64) {
+        self.lock().set_in_flight(index, n);
+    }
+
     /// Requests or sessions picked on `index` and not yet released; 0 out of range.
     pub fn in_flight(&self, index: usize) -> u64 {
         self.lock().in_flight(index)

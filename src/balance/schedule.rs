@@ -194,6 +194,12 @@ impl Schedule {
         }
     }
 
+    pub(super) fn set_in_flight(&mut self, i: usize, n: u64) {
+        if self.backends.get(i).is_some_and(|b| b.in_flight != n) {
+            self.requeue(i, |b, _| b.in_flight = n);
+        }
+    }
+
     pub(super) fn set_healthy(&mut self, i: usize, healthy: bool) {
         if self.backends.get(i).is_none_or(|b| b.healthy == healthy) {
             return;

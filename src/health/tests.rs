@@ -35,6 +35,7 @@ fn config(backends: &[&str], extra: &str) -> Arc<Config> {
 
 fn shared(config: Arc<Config>, probe: Probe) -> Arc<Shared> {
     let snapshot = Snapshot::build(config, None).expect("build snapshot");
+    snapshot.publish();
     Arc::new(Shared {
         state: ArcSwap::from_pointee(snapshot),
         draining: AtomicBool::new(false),
@@ -329,6 +330,7 @@ async fn reconcile_keeps_running_checkers_and_follows_added_and_removed_backends
         Some(&s.state.load()),
     )
     .expect("build");
+    next.publish();
     s.state.store(Arc::new(next));
     s.checkers.reconcile(&s);
     assert!(
@@ -366,6 +368,7 @@ async fn a_checker_acts_on_the_upstream_of_the_current_snapshot() {
     sleep(Duration::from_millis(10)).await;
     // A reload rebuilds the upstream (new balancer) around the same backends.
     let next = Snapshot::build(config(&[B, A], health), Some(&s.state.load())).expect("build");
+    next.publish();
     s.state.store(Arc::new(next));
     s.checkers.reconcile(&s);
     sleep(Duration::from_millis(1200)).await;
