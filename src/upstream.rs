@@ -31,6 +31,8 @@ pub struct Backend {
     pub tracker: Tracker,
     /// Idle keep-alive HTTP connections to this backend.
     pub pool: Pool,
+    /// Cached handles of this backend's request metrics, so a request skips the registry.
+    pub series: crate::metrics::BackendSeries,
 }
 
 impl Backend {
@@ -103,6 +105,7 @@ impl Upstream {
                 healthy: AtomicBool::new(true),
                 tracker: Tracker::new(),
                 pool: Pool::default(),
+                series: Default::default(),
             }));
         }
         let policy = match conf.balance {
