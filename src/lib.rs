@@ -16,8 +16,10 @@
 //! - `proxy`: dial with failover (`mod`), layer 4 (`tcp`), layer 7 (`http`).
 //! - `server`: wiring, the control loop, the drain on shutdown.
 //! - `reload`: SIGHUP: load, validate, build, swap, or keep the old and say why.
+//! - `admin`: the admin listener: health and readiness probes, `/metrics`, `/status`, `/`.
 //! - `metrics`, `logging`, `summary`: what the process tells the operator.
 
+pub mod admin;
 pub mod balance;
 pub mod config;
 pub mod health;

@@ -71,6 +71,7 @@ fn try_reload(
         shared.retire(old, removed);
     }
     *running = next;
+    shared.publish_active(running);
     for line in &plan {
         tracing::info!("reload: {line}");
     }

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 
 use arc_swap::ArcSwap;
 use tokio::sync::mpsc;
@@ -28,9 +28,21 @@ pub struct Shared {
     pub kill: CancellationToken,
     /// Every client connection of every listener, current or removed by a reload.
     pub connections: TaskTracker,
+    /// Open client connections per running listener (by name), for `/status` and `/metrics`;
+    /// republished at start and by each reload (`publish_active`).
+    pub active: ArcSwap<HashMap<String, Arc<AtomicU64>>>,
 }
 
 impl Shared {
+    /// Publishes the running listeners' connection counts for the admin listener.
+    pub fn publish_active(&self, running: &HashMap<String, Running>) {
+        let counts = running
+            .iter()
+            .map(|(name, r)| (name.clone(), Arc::clone(&r.active)))
+            .collect();
+        self.active.store(Arc::new(counts));
+    }
+
     /// A listener removed (or replaced) by a reload: it stops accepting at once; its HTTP
     /// connections are asked to close after their request; whatever is still open after
     /// `shutdown_timeout` is cut off.
@@ -63,6 +75,8 @@ pub enum StartError {
         addr: SocketAddr,
         source: io::Error,
     },
+    #[error("[admin]: cannot bind {addr}: {source}")]
+    AdminBind { addr: SocketAddr, source: io::Error },
     #[error(transparent)]
     Build(#[from] BuildError),
 }
@@ -81,13 +95,30 @@ pub async fn run(config: Config, mut control: mpsc::Receiver<Control>) -> Result
         })?;
         sockets.push((l, socket));
     }
+    let admin_bind_error = |addr| move |source| StartError::AdminBind { addr, source };
+    let admin = match &config.admin {
+        Some(a) => Some((
+            a.bind,
+            listener::bind(a.bind).map_err(admin_bind_error(a.bind))?,
+        )),
+        None => None,
+    };
     let shared = Arc::new(Shared {
         state: ArcSwap::from_pointee(snapshot),
         draining: AtomicBool::new(false),
         graceful: CancellationToken::new(),
         kill: CancellationToken::new(),
         connections: TaskTracker::new(),
+        active: ArcSwap::default(),
     });
+    // The admin listener outlives the drain: /readyz must answer 503 during `shutdown_delay`.
+    let admin_stop = CancellationToken::new();
+    if let Some((addr, socket)) = admin {
+        let metrics = crate::metrics::install();
+        crate::admin::spawn(socket, Arc::clone(&shared), metrics, admin_stop.clone())
+            .map_err(admin_bind_error(addr))?;
+        tracing::info!(bind = %addr, "admin listener up");
+    }
     let mut running: HashMap<String, Running> = HashMap::new();
     for (l, socket) in sockets {
         let r = listener::spawn(l, socket, None, Arc::clone(&shared)).map_err(|source| {
@@ -100,6 +131,7 @@ pub async fn run(config: Config, mut control: mpsc::Receiver<Control>) -> Result
         tracing::info!(listener = %l.name, bind = %l.bind, protocol = ?l.protocol, "listening");
         running.insert(l.name.clone(), r);
     }
+    shared.publish_active(&running);
 
     while let Some(c) = control.recv().await {
         match c {
@@ -108,6 +140,7 @@ pub async fn run(config: Config, mut control: mpsc::Receiver<Control>) -> Result
         }
     }
     drain(&shared, running).await;
+    admin_stop.cancel();
     Ok(())
 }
 
