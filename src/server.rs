@@ -111,14 +111,8 @@ pub async fn run(config: Config, mut control: mpsc::Receiver<Control>) -> Result
         connections: TaskTracker::new(),
         active: ArcSwap::default(),
     });
-    // The admin listener outlives the drain: /readyz must answer 503 during `shutdown_delay`.
-    let admin_stop = CancellationToken::new();
-    if let Some((addr, socket)) = admin {
-        let metrics = crate::metrics::install();
-        crate::admin::spawn(socket, Arc::clone(&shared), metrics, admin_stop.clone())
-            .map_err(admin_bind_error(addr))?;
-        tracing::info!(bind = %addr, "admin listener up");
-    }
+    // Installed before any listener records; only with [admin], which is what exposes it.
+    let metrics = admin.as_ref().and_then(|_| crate::metrics::install());
     let mut running: HashMap<String, Running> = HashMap::new();
     for (l, socket) in sockets {
         let r = listener::spawn(l, socket, None, Arc::clone(&shared)).map_err(|source| {
@@ -132,6 +126,13 @@ pub async fn run(config: Config, mut control: mpsc::Receiver<Control>) -> Result
         running.insert(l.name.clone(), r);
     }
     shared.publish_active(&running);
+    // The admin listener outlives the drain: /readyz must answer 503 during `shutdown_delay`.
+    let admin_stop = CancellationToken::new();
+    if let Some((addr, socket)) = admin {
+        crate::admin::spawn(socket, Arc::clone(&shared), metrics, admin_stop.clone())
+            .map_err(admin_bind_error(addr))?;
+        tracing::info!(bind = %addr, "admin listener up");
+    }
 
     while let Some(c) = control.recv().await {
         match c {
