@@ -17,8 +17,10 @@
 //! - `server`: wiring, the control loop, the drain on shutdown.
 //! - `reload`: SIGHUP: load, validate, build, swap, or keep the old and say why.
 //! - `watch`: `watch_config`: the same reload when the file changes.
+//! - `admin`: the admin listener: health and readiness probes, `/metrics`, `/status`, `/`.
 //! - `metrics`, `logging`, `summary`: what the process tells the operator.
 
+pub mod admin;
 pub mod balance;
 pub mod config;
 pub mod health;

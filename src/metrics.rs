@@ -1,9 +1,23 @@
 //! Metric names, declared once with their help texts, and the calls that record them.
-//! Without an installed recorder (no `[admin]`), every call is a cheap no-op.
+//! Without an installed recorder (no `[admin]`), every call returns at once.
+//!
+//! The per-request series are looked up once per (backend, listener) and cached in the
+//! backend (`BackendSeries`), so a request costs two atomic adds, not a registry lookup.
+//! Gauges that mirror live state (health, in-flight, open connections) are set from that state
+//! when `/metrics` is rendered (`refresh`), so they are exact and cost nothing per request.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
-use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge};
+use arc_swap::ArcSwap;
+use metrics::{
+    Counter, Histogram, Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge,
+    histogram,
+};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::upstream::{Backend, Snapshot};
 
 pub const CONNECTIONS_TOTAL: &str = "fulcrum_connections_total";
 pub const ACTIVE_CONNECTIONS: &str = "fulcrum_active_connections";
@@ -16,6 +30,43 @@ pub const FAILOVERS_TOTAL: &str = "fulcrum_failovers_total";
 pub const HEALTH_CHECKS_TOTAL: &str = "fulcrum_health_checks_total";
 pub const BYTES_TOTAL: &str = "fulcrum_bytes_total";
 pub const CONFIG_RELOADS_TOTAL: &str = "fulcrum_config_reloads_total";
+
+/// Upper bounds of the `request_duration_seconds` buckets: from 100µs, so a proxy hop on a
+/// local network (well under a millisecond) is resolved, up to 10s for slow backends.
+pub const DURATION_BUCKETS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// The installed recorder's handle: set at most once per process (the recorder is global).
+static RECORDER: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the Prometheus recorder (once per process; later calls return the same handle).
+/// `None` when another recorder was installed first: metrics then go there, `/metrics` is empty.
+pub fn install() -> Option<PrometheusHandle> {
+    RECORDER
+        .get_or_init(|| {
+            let installed = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.into()), &DURATION_BUCKETS)
+                .and_then(PrometheusBuilder::install_recorder);
+            match installed {
+                Ok(handle) => {
+                    describe();
+                    Some(handle)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot install the metrics recorder");
+                    None
+                }
+            }
+        })
+        .clone()
+}
+
+/// True once a recorder is installed: every recording call checks this first.
+fn enabled() -> bool {
+    matches!(RECORDER.get(), Some(Some(_)))
+}
 
 /// Registers the help text of every family (called once, when a recorder is installed).
 pub fn describe() {
@@ -48,70 +99,223 @@ pub fn describe() {
     describe_counter!(CONFIG_RELOADS_TOTAL, "configuration reloads, by result");
 }
 
-pub fn failover(upstream: &Arc<str>) {
-    counter!(FAILOVERS_TOTAL, "upstream" => Arc::clone(upstream)).increment(1);
+/// Status classes, the `code` label: index = first digit - 1.
+const CODES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+fn code_index(status: http::StatusCode) -> usize {
+    match status.as_u16() {
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        _ => 4,
+    }
 }
 
-pub fn backend_failure(upstream: &Arc<str>, backend: &Arc<str>, kind: &'static str) {
-    counter!(BACKEND_FAILURES_TOTAL, "upstream" => Arc::clone(upstream),
-        "backend" => Arc::clone(backend), "kind" => kind)
-    .increment(1);
+/// The request series of one (listener, backend): a counter per status class, made at the
+/// first request of that class (so a scrape lists only classes that happened), and the
+/// listener's duration histogram.
+struct RequestSeries {
+    listener: Arc<str>,
+    upstream: Arc<str>,
+    backend: Arc<str>,
+    codes: [OnceLock<Counter>; 5],
+    duration: Histogram,
 }
 
-pub fn backend_healthy(upstream: &Arc<str>, backend: &Arc<str>, healthy: bool) {
-    gauge!(BACKEND_HEALTHY, "upstream" => Arc::clone(upstream), "backend" => Arc::clone(backend))
-        .set(if healthy { 1.0 } else { 0.0 });
+impl RequestSeries {
+    fn new(listener: &Arc<str>, upstream: &Arc<str>, backend: &Arc<str>) -> RequestSeries {
+        RequestSeries {
+            listener: Arc::clone(listener),
+            upstream: Arc::clone(upstream),
+            backend: Arc::clone(backend),
+            codes: Default::default(),
+            duration: histogram!(REQUEST_DURATION, "listener" => Arc::clone(listener),
+                "upstream" => Arc::clone(upstream)),
+        }
+    }
+
+    fn code(&self, index: usize) -> Option<&Counter> {
+        let cell = self.codes.get(index)?;
+        Some(cell.get_or_init(|| {
+            counter!(REQUESTS_TOTAL, "listener" => Arc::clone(&self.listener),
+                "upstream" => Arc::clone(&self.upstream), "backend" => Arc::clone(&self.backend),
+                "code" => CODES[index])
+        }))
+    }
 }
 
-pub fn health_check(upstream: &Arc<str>, backend: &Arc<str>, pass: bool) {
-    let result = if pass { "pass" } else { "fail" };
-    counter!(HEALTH_CHECKS_TOTAL, "upstream" => Arc::clone(upstream),
-        "backend" => Arc::clone(backend), "result" => result)
-    .increment(1);
+/// A backend's request series per listener, looked up once and then read without locks;
+/// a listener seen for the first time appends a copy (rare: once per listener name).
+#[derive(Default)]
+pub struct BackendSeries(ArcSwap<Vec<Arc<RequestSeries>>>);
+
+impl std::fmt::Debug for BackendSeries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackendSeries")
+            .field("listeners", &self.0.load().len())
+            .finish()
+    }
 }
 
-pub fn config_reload(success: bool) {
-    let result = if success { "success" } else { "failure" };
-    counter!(CONFIG_RELOADS_TOTAL, "result" => result).increment(1);
-}
-
-pub fn connection_opened(listener: &Arc<str>) {
-    counter!(CONNECTIONS_TOTAL, "listener" => Arc::clone(listener)).increment(1);
-    gauge!(ACTIVE_CONNECTIONS, "listener" => Arc::clone(listener)).increment(1.0);
-}
-
-pub fn connection_closed(listener: &Arc<str>) {
-    gauge!(ACTIVE_CONNECTIONS, "listener" => Arc::clone(listener)).decrement(1.0);
-}
-
-pub fn bytes(listener: &Arc<str>, rx: u64, tx: u64) {
-    counter!(BYTES_TOTAL, "listener" => Arc::clone(listener), "direction" => "rx").increment(rx);
-    counter!(BYTES_TOTAL, "listener" => Arc::clone(listener), "direction" => "tx").increment(tx);
+impl BackendSeries {
+    fn get(&self, listener: &Arc<str>, backend: &Backend) -> Arc<RequestSeries> {
+        let find = |v: &Vec<Arc<RequestSeries>>| {
+            v.iter()
+                .find(|s| Arc::ptr_eq(&s.listener, listener) || s.listener == *listener)
+                .cloned()
+        };
+        if let Some(s) = find(&self.0.load()) {
+            return s;
+        }
+        let series = Arc::new(RequestSeries::new(
+            listener,
+            &backend.upstream,
+            &backend.addr,
+        ));
+        self.0.rcu(|v| {
+            let mut next = (**v).clone();
+            if find(v).is_none() {
+                next.push(Arc::clone(&series));
+            }
+            next
+        });
+        series
+    }
 }
 
 /// One answered HTTP request. `backend` is `None` when fulcrum answered without one (503).
 pub fn request(
     listener: &Arc<str>,
     upstream: &Arc<str>,
-    backend: Option<&Arc<str>>,
+    backend: Option<&Backend>,
     status: http::StatusCode,
     duration: std::time::Duration,
 ) {
-    let code = match status.as_u16() {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
-    };
-    let backend: metrics::SharedString = match backend {
-        Some(b) => Arc::clone(b).into(),
-        None => "none".into(),
-    };
-    counter!(REQUESTS_TOTAL, "listener" => Arc::clone(listener), "upstream" => Arc::clone(upstream),
-        "backend" => backend, "code" => code)
-    .increment(1);
-    metrics::histogram!(REQUEST_DURATION, "listener" => Arc::clone(listener),
-        "upstream" => Arc::clone(upstream))
-    .record(duration.as_secs_f64());
+    if !enabled() {
+        return;
+    }
+    let code = code_index(status);
+    match backend {
+        Some(b) => {
+            let s = b.series.get(listener, b);
+            if let Some(c) = s.code(code) {
+                c.increment(1);
+            }
+            s.duration.record(duration.as_secs_f64());
+        }
+        None => {
+            counter!(REQUESTS_TOTAL, "listener" => Arc::clone(listener),
+                "upstream" => Arc::clone(upstream), "backend" => "none", "code" => CODES[code])
+            .increment(1);
+            histogram!(REQUEST_DURATION, "listener" => Arc::clone(listener),
+                "upstream" => Arc::clone(upstream))
+            .record(duration.as_secs_f64());
+        }
+    }
+}
+
+pub fn failover(upstream: &Arc<str>) {
+    if enabled() {
+        counter!(FAILOVERS_TOTAL, "upstream" => Arc::clone(upstream)).increment(1);
+    }
+}
+
+pub fn backend_failure(upstream: &Arc<str>, backend: &Arc<str>, kind: &'static str) {
+    if enabled() {
+        counter!(BACKEND_FAILURES_TOTAL, "upstream" => Arc::clone(upstream),
+            "backend" => Arc::clone(backend), "kind" => kind)
+        .increment(1);
+    }
+}
+
+/// Kept for callers that mark health; `refresh` sets the gauge from live state anyway.
+pub fn backend_healthy(upstream: &Arc<str>, backend: &Arc<str>, healthy: bool) {
+    if enabled() {
+        gauge!(BACKEND_HEALTHY, "upstream" => Arc::clone(upstream), "backend" => Arc::clone(backend))
+            .set(if healthy { 1.0 } else { 0.0 });
+    }
+}
+
+pub fn health_check(upstream: &Arc<str>, backend: &Arc<str>, pass: bool) {
+    if enabled() {
+        let result = if pass { "pass" } else { "fail" };
+        counter!(HEALTH_CHECKS_TOTAL, "upstream" => Arc::clone(upstream),
+            "backend" => Arc::clone(backend), "result" => result)
+        .increment(1);
+    }
+}
+
+pub fn config_reload(success: bool) {
+    if enabled() {
+        let result = if success { "success" } else { "failure" };
+        counter!(CONFIG_RELOADS_TOTAL, "result" => result).increment(1);
+    }
+}
+
+/// A client connection was accepted. (`active_connections` is set by `refresh` from the
+/// listeners' own counts.)
+pub fn connection_opened(listener: &Arc<str>) {
+    if enabled() {
+        counter!(CONNECTIONS_TOTAL, "listener" => Arc::clone(listener)).increment(1);
+    }
+}
+
+/// A client connection ended: nothing to record, the listener's own count already fell.
+pub fn connection_closed(_listener: &Arc<str>) {}
+
+pub fn bytes(listener: &Arc<str>, rx: u64, tx: u64) {
+    if enabled() {
+        counter!(BYTES_TOTAL, "listener" => Arc::clone(listener), "direction" => "rx")
+            .increment(rx);
+        counter!(BYTES_TOTAL, "listener" => Arc::clone(listener), "direction" => "tx")
+            .increment(tx);
+    }
+}
+
+/// Brings the gauges up to date with the live state just before a render, and registers every
+/// family's series at zero so a scrape shows each of them from the start (a counter that
+/// appears only at its first event breaks `rate()` and alerting on absence).
+pub fn refresh(snapshot: &Snapshot, active: &HashMap<String, Arc<AtomicU64>>) {
+    if !enabled() {
+        return;
+    }
+    for result in ["success", "failure"] {
+        counter!(CONFIG_RELOADS_TOTAL, "result" => result).increment(0);
+    }
+    for l in &snapshot.config.listeners {
+        let name = l.name.clone();
+        counter!(CONNECTIONS_TOTAL, "listener" => name.clone()).increment(0);
+        let open = active.get(&l.name).map_or(0, |a| a.load(Ordering::Relaxed));
+        gauge!(ACTIVE_CONNECTIONS, "listener" => name.clone()).set(open as f64);
+        for direction in ["rx", "tx"] {
+            counter!(BYTES_TOTAL, "listener" => name.clone(), "direction" => direction)
+                .increment(0);
+        }
+        if l.protocol == crate::config::Protocol::Http {
+            // Creating the handle registers the histogram; it renders with count 0.
+            let _ =
+                histogram!(REQUEST_DURATION, "listener" => name, "upstream" => l.upstream.clone());
+        }
+    }
+    for u in snapshot.upstreams.values() {
+        counter!(FAILOVERS_TOTAL, "upstream" => Arc::clone(&u.name)).increment(0);
+        for b in &u.backends {
+            let (up, addr) = (Arc::clone(&u.name), Arc::clone(&b.addr));
+            gauge!(BACKEND_HEALTHY, "upstream" => up.clone(), "backend" => addr.clone())
+                .set(if b.is_healthy() { 1.0 } else { 0.0 });
+            gauge!(BACKEND_IN_FLIGHT, "upstream" => up.clone(), "backend" => addr.clone())
+                .set(b.in_flight.load(Ordering::Relaxed) as f64);
+            for kind in ["connect", "timeout", "reset"] {
+                counter!(BACKEND_FAILURES_TOTAL, "upstream" => up.clone(),
+                    "backend" => addr.clone(), "kind" => kind)
+                .increment(0);
+            }
+            for result in ["pass", "fail"] {
+                counter!(HEALTH_CHECKS_TOTAL, "upstream" => up.clone(),
+                    "backend" => addr.clone(), "result" => result)
+                .increment(0);
+            }
+        }
+    }
 }

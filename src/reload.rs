@@ -14,11 +14,15 @@ use crate::upstream::Snapshot;
 /// file must not disturb serving.
 pub fn reload(shared: &Arc<Shared>, running: &mut HashMap<String, Running>) {
     let current = shared.state.load_full();
+    // Counted before the log line, so whoever reads the line sees the count.
     match try_reload(shared, &current, running) {
-        Ok(()) => crate::metrics::config_reload(true),
+        Ok(changes) => {
+            crate::metrics::config_reload(true);
+            tracing::info!(changes, "configuration reloaded");
+        }
         Err(e) => {
-            tracing::error!("reload failed, keeping the running configuration: error: {e}");
             crate::metrics::config_reload(false);
+            tracing::error!("reload failed, keeping the running configuration: error: {e}");
         }
     }
 }
@@ -27,7 +31,7 @@ fn try_reload(
     shared: &Arc<Shared>,
     current: &Snapshot,
     running: &mut HashMap<String, Running>,
-) -> Result<(), String> {
+) -> Result<usize, String> {
     let config = Config::load(&current.config.path).map_err(|e| e.to_string())?;
     let config = Arc::new(config);
     let snapshot =
@@ -73,11 +77,11 @@ fn try_reload(
         shared.retire(old, removed);
     }
     *running = next;
+    shared.publish_active(running);
     for line in &plan {
         tracing::info!("reload: {line}");
     }
-    tracing::info!(changes = plan.len(), "configuration reloaded");
-    Ok(())
+    Ok(plan.len())
 }
 
 /// What a reload changes, one line per change, for the operator.

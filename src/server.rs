@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 
 use arc_swap::ArcSwap;
 use tokio::sync::mpsc;
@@ -30,9 +30,21 @@ pub struct Shared {
     pub connections: TaskTracker,
     /// One health checker per backend of the running configuration.
     pub checkers: crate::health::Checkers,
+    /// Open client connections per running listener (by name), for `/status` and `/metrics`;
+    /// republished at start and by each reload (`publish_active`).
+    pub active: ArcSwap<HashMap<String, Arc<AtomicU64>>>,
 }
 
 impl Shared {
+    /// Publishes the running listeners' connection counts for the admin listener.
+    pub fn publish_active(&self, running: &HashMap<String, Running>) {
+        let counts = running
+            .iter()
+            .map(|(name, r)| (name.clone(), Arc::clone(&r.active)))
+            .collect();
+        self.active.store(Arc::new(counts));
+    }
+
     /// A listener removed (or replaced) by a reload: it stops accepting at once; its HTTP
     /// connections are asked to close after their request; whatever is still open after
     /// `shutdown_timeout` is cut off.
@@ -65,6 +77,8 @@ pub enum StartError {
         addr: SocketAddr,
         source: io::Error,
     },
+    #[error("[admin]: cannot bind {addr}: {source}")]
+    AdminBind { addr: SocketAddr, source: io::Error },
     #[error(transparent)]
     Build(#[from] BuildError),
 }
@@ -83,6 +97,14 @@ pub async fn run(config: Config, mut control: mpsc::Receiver<Control>) -> Result
         })?;
         sockets.push((l, socket));
     }
+    let admin_bind_error = |addr| move |source| StartError::AdminBind { addr, source };
+    let admin = match &config.admin {
+        Some(a) => Some((
+            a.bind,
+            listener::bind(a.bind).map_err(admin_bind_error(a.bind))?,
+        )),
+        None => None,
+    };
     let shared = Arc::new(Shared {
         state: ArcSwap::from_pointee({
             snapshot.publish();
@@ -93,8 +115,11 @@ pub async fn run(config: Config, mut control: mpsc::Receiver<Control>) -> Result
         kill: CancellationToken::new(),
         connections: TaskTracker::new(),
         checkers: crate::health::Checkers::new(),
+        active: ArcSwap::default(),
     });
     shared.checkers.reconcile(&shared);
+    // Installed before any listener records; only with [admin], which is what exposes it.
+    let metrics = admin.as_ref().and_then(|_| crate::metrics::install());
     let mut running: HashMap<String, Running> = HashMap::new();
     for (l, socket) in sockets {
         let r = listener::spawn(l, socket, None, Arc::clone(&shared)).map_err(|source| {
@@ -106,6 +131,14 @@ pub async fn run(config: Config, mut control: mpsc::Receiver<Control>) -> Result
         })?;
         tracing::info!(listener = %l.name, bind = %l.bind, protocol = ?l.protocol, "listening");
         running.insert(l.name.clone(), r);
+    }
+    shared.publish_active(&running);
+    // The admin listener outlives the drain: /readyz must answer 503 during `shutdown_delay`.
+    let admin_stop = CancellationToken::new();
+    if let Some((addr, socket)) = admin {
+        crate::admin::spawn(socket, Arc::clone(&shared), metrics, admin_stop.clone())
+            .map_err(admin_bind_error(addr))?;
+        tracing::info!(bind = %addr, "admin listener up");
     }
 
     let (watch_tx, mut watched) = mpsc::channel(1);
@@ -122,6 +155,7 @@ pub async fn run(config: Config, mut control: mpsc::Receiver<Control>) -> Result
     }
     watcher.abort();
     drain(&shared, running).await;
+    admin_stop.cancel();
     Ok(())
 }
 

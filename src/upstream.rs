@@ -46,6 +46,8 @@ pub struct Backend {
     /// go there even from a request picked before a reload, so the newest balancer's counts
     /// stay exact.
     slot: ArcSwapOption<Slot>,
+    /// Cached handles of this backend's request metrics, so a request skips the registry.
+    pub series: crate::metrics::BackendSeries,
 }
 
 /// A backend's balancer and index in it.
@@ -169,6 +171,7 @@ impl Upstream {
                 permille: AtomicU32::new(FULL),
                 changed: Notify::new(),
                 slot: ArcSwapOption::empty(),
+                series: Default::default(),
             }));
         }
         let policy = match conf.balance {

@@ -43,6 +43,7 @@ fn shared(config: Arc<Config>, probe: Probe) -> Arc<Shared> {
         kill: CancellationToken::new(),
         connections: TaskTracker::new(),
         checkers: Checkers::with_probe(probe),
+        active: ArcSwap::default(),
     })
 }
 

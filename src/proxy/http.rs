@@ -114,7 +114,7 @@ async fn handle(req: Request<Incoming>, conn: &Conn) -> Response<RespBody> {
         .then(|| (req.method().clone(), req.uri().path().to_owned()));
     let (resp, backend) = match forward(req, conn, upstream).await {
         Ok((resp, lease, sender)) => {
-            let backend = Arc::clone(&lease.backend.addr);
+            let backend = Arc::clone(&lease.backend);
             (respond(resp, lease, sender, in_progress), Some(backend))
         }
         Err(status) => (local(status, in_progress), None),
@@ -123,7 +123,7 @@ async fn handle(req: Request<Incoming>, conn: &Conn) -> Response<RespBody> {
     crate::metrics::request(
         &conn.listener,
         &upstream.name,
-        backend.as_ref(),
+        backend.as_deref(),
         status,
         started.elapsed(),
     );
@@ -136,8 +136,11 @@ async fn handle(req: Request<Incoming>, conn: &Conn) -> Response<RespBody> {
             path = %path,
             status = status.as_u16(),
             upstream = %upstream.name,
-            backend = backend.as_deref().unwrap_or("none"),
+            backend = backend.as_ref().map_or("none", |b| &*b.addr),
             duration_us = started.elapsed().as_micros() as u64,
+            // The response body's size when known up front (Content-Length); streamed
+            // bodies are counted in `bytes_total` instead.
+            bytes = resp.body().size_hint().exact(),
             "http request"
         );
     }

@@ -1,0 +1,109 @@
+//! `/status`: the live state as JSON, in the shape SPEC.md fixes. Built from one snapshot
+//! load, so a reload mid-request cannot mix two configurations.
+
+use std::sync::atomic::Ordering;
+
+use serde::Serialize;
+
+use crate::config::{Balance, Protocol};
+use crate::server::Shared;
+
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub version: &'static str,
+    pub config: ConfigInfo,
+    pub listeners: Vec<ListenerInfo>,
+    pub upstreams: Vec<UpstreamInfo>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ConfigInfo {
+    pub path: String,
+    /// Seconds since the Unix epoch when the running configuration was loaded.
+    pub loaded_at: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ListenerInfo {
+    pub name: String,
+    pub bind: String,
+    pub protocol: &'static str,
+    pub active_connections: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct UpstreamInfo {
+    pub name: String,
+    pub balance: &'static str,
+    pub backends: Vec<BackendInfo>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BackendInfo {
+    pub addr: String,
+    pub weight: u32,
+    pub healthy: bool,
+    pub in_flight: u64,
+    /// `in_flight / weight`, what `least_load` compares.
+    pub load: f64,
+    pub requests: u64,
+    pub failures: u64,
+}
+
+/// The status of the running process, listeners and upstreams in config order.
+pub fn build(shared: &Shared) -> Status {
+    let snapshot = shared.state.load();
+    let active = shared.active.load();
+    let config = &snapshot.config;
+    let listeners = config
+        .listeners
+        .iter()
+        .map(|l| ListenerInfo {
+            name: l.name.clone(),
+            bind: l.bind.to_string(),
+            protocol: match l.protocol {
+                Protocol::Tcp => "tcp",
+                Protocol::Http => "http",
+            },
+            active_connections: active.get(&l.name).map_or(0, |a| a.load(Ordering::Relaxed)),
+        })
+        .collect();
+    let upstreams = config
+        .upstreams
+        .iter()
+        .filter_map(|u| snapshot.upstreams.get(&u.name))
+        .map(|u| UpstreamInfo {
+            name: u.name.to_string(),
+            balance: match u.conf.balance {
+                Balance::RoundRobin => "round_robin",
+                Balance::LeastLoad => "least_load",
+            },
+            backends: u
+                .backends
+                .iter()
+                .map(|b| {
+                    let weight = b.weight.load(Ordering::Relaxed);
+                    let in_flight = b.in_flight.load(Ordering::Relaxed);
+                    BackendInfo {
+                        addr: b.addr.to_string(),
+                        weight,
+                        healthy: b.is_healthy(),
+                        in_flight,
+                        load: in_flight as f64 / f64::from(weight.max(1)),
+                        requests: b.requests.load(Ordering::Relaxed),
+                        failures: b.failures.load(Ordering::Relaxed),
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    Status {
+        version: env!("CARGO_PKG_VERSION"),
+        config: ConfigInfo {
+            path: config.path.display().to_string(),
+            loaded_at: snapshot.loaded_at,
+        },
+        listeners,
+        upstreams,
+    }
+}
