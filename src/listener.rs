@@ -166,7 +166,10 @@ async fn handle(
             // A client that stalls the handshake is cut off like one that stalls its request
             // head: it must not hold a connection slot for longer.
             match tokio::time::timeout(header_read, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => serve(tls, "https", peer, name, shared, graceful).await,
+                Ok(Ok(tls)) => {
+                    let tls = crate::tls::CloseAsEof(tls);
+                    serve(tls, "https", peer, name, shared, graceful).await;
+                }
                 Ok(Err(e)) => {
                     tracing::debug!(listener = %name, client = %peer, error = %e, "TLS handshake failed");
                 }

@@ -13,11 +13,12 @@ use tokio::time::timeout;
 use tokio_rustls::client::TlsStream;
 use tokio_util::either::Either;
 
+use crate::tls::CloseAsEof;
 use crate::upstream::{Backend, Lease, Upstream};
 
 /// A backend connection: plain TCP, or TLS when the upstream has `[tls]`. Boxed because a
 /// TLS session's state is kilobytes that plain connections should not carry.
-pub type BackendIo = Either<TcpStream, Box<TlsStream<TcpStream>>>;
+pub type BackendIo = Either<TcpStream, Box<CloseAsEof<TlsStream<TcpStream>>>>;
 
 /// Why no backend connection could be had.
 #[derive(Debug)]
@@ -72,7 +73,7 @@ pub async fn connect(backend: &Backend, upstream: &Upstream) -> Result<BackendIo
             return Ok(Either::Left(stream));
         }
         match crate::tls::connect_tls(upstream, stream, backend).await {
-            Ok(tls) => Ok(Either::Right(Box::new(tls))),
+            Ok(tls) => Ok(Either::Right(Box::new(CloseAsEof(tls)))),
             Err(e) => {
                 tracing::debug!(upstream = %upstream.name, backend = %backend.addr, error = %e, "backend TLS handshake failed");
                 Err("connect")
