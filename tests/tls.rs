@@ -335,8 +335,7 @@ async fn a_tls12_client_is_refused_by_a_tls13_only_listener() {
     let only_12 = client_config(&ca, &[&rustls::version::TLS12], &[]);
     let err = tls_connect(proxy(port), "site.test", only_12)
         .await
-        .err()
-        .expect("a TLS 1.2 handshake must fail against min_version 1.3");
+        .expect_err("a TLS 1.2 handshake must fail against min_version 1.3");
     let alert = err
         .get_ref()
         .and_then(|e| e.downcast_ref::<rustls::Error>())
