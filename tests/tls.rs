@@ -319,6 +319,96 @@ async fn http2_is_served_when_alpn_picks_h2() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_heads_obey_the_http1_limits_per_stream() {
+    let dir = temp_dir("tls-h2-limits");
+    let ca = Ca::new();
+    let site = ca.leaf(&["site.test"]).write(&dir, "site");
+    let backend = http_backend("ok").await;
+    let port = free_port();
+    let _f = Fulcrum::start(&config(
+        port,
+        "http",
+        &listener_tls(&[site], ""),
+        &[backend.addr],
+        "",
+    ));
+    let config = client_config(&ca, rustls::ALL_VERSIONS, &["h2"]);
+    let s = tls_connect(proxy(port), "site.test", config)
+        .await
+        .expect("TLS handshake");
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
+            .await
+            .expect("http2 handshake");
+    tokio::spawn(conn);
+    let mut send = |fields: usize, value_len: usize| {
+        let mut req = hyper::Request::get("https://site.test/")
+            .body(Empty::<Bytes>::new())
+            .expect("request");
+        for i in 0..fields {
+            let name = hyper::header::HeaderName::try_from(format!("x-f{i}")).expect("name");
+            let value = hyper::header::HeaderValue::from_str(&"v".repeat(value_len)).expect("v");
+            req.headers_mut().insert(name, value);
+        }
+        let fut = sender.send_request(req);
+        async move { fut.await.expect("an h2 response").status().as_u16() }
+    };
+    assert_eq!(
+        send(101, 1).await,
+        431,
+        "more than 100 header fields must be refused"
+    );
+    assert_eq!(
+        send(1, 30 * 1024).await,
+        200,
+        "a 30 KiB head passes over HTTP/2 as it does over HTTP/1"
+    );
+    assert_eq!(
+        send(0, 0).await,
+        200,
+        "the connection's other streams go on"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_resumption_follows_the_setting() {
+    for (resumption, want) in [
+        (true, rustls::HandshakeKind::Resumed),
+        (false, rustls::HandshakeKind::Full),
+    ] {
+        let dir = temp_dir("tls-resume");
+        let ca = Ca::new();
+        let site = ca.leaf(&["site.test"]).write(&dir, "site");
+        let backend = http_backend("x").await;
+        let port = free_port();
+        let _f = Fulcrum::start(&config(
+            port,
+            "http",
+            &listener_tls(&[site], &format!("session_resumption = {resumption}")),
+            &[backend.addr],
+            "",
+        ));
+        // One client configuration: it keeps the tickets it gets in its session store.
+        for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+            let client = client_config(&ca, &[version], &[]);
+            let first = tls_connect(proxy(port), "site.test", Arc::clone(&client))
+                .await
+                .expect("first handshake");
+            // Reading the response also reads the TLS 1.3 tickets sent after the handshake.
+            assert_eq!(get_over(first, "/").await.0, 200);
+            let second = tls_connect(proxy(port), "site.test", client)
+                .await
+                .expect("second handshake");
+            assert_eq!(
+                second.get_ref().1.handshake_kind(),
+                Some(want),
+                "session_resumption = {resumption} over {version:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls12_client_is_refused_by_a_tls13_only_listener() {
     let dir = temp_dir("tls-min");
     let ca = Ca::new();

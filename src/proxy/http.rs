@@ -82,7 +82,12 @@ pub async fn serve<I>(
         .header_read_timeout(timeouts.header_read)
         .max_headers(MAX_HEADERS)
         .max_buf_size(MAX_HEAD);
-    builder.http2().timer(TokioTimer::new());
+    // HTTP/2 gets the HTTP/1 head limit (hyper's default is 16 KiB): a request must not pass
+    // or fail depending on the protocol the client happened to negotiate.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEAD as u32);
     let served = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(served);
     tokio::select! {
@@ -156,6 +161,10 @@ async fn forward(
     conn: &Conn,
     upstream: &Upstream,
 ) -> Result<(Response<Incoming>, Lease, Option<Sender>), StatusCode> {
+    // hyper enforces this for HTTP/1; HTTP/2 has no field count limit of its own.
+    if req.headers().len() > MAX_HEADERS {
+        return Err(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    }
     let upgrade = is_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let Some(mut outgoing) = prepare(req, conn, upgrade) else {
