@@ -12,7 +12,8 @@
 //! - `balance`: the pure balancing core (smooth weighted round robin, least load), no I/O.
 //! - `upstream`: live backends (health, in-flight, counters) and the running snapshot.
 //! - `health`: threshold counting, probes and the per-backend checker tasks.
-//! - `listener`: accept loops with a connection limit and accept backoff.
+//! - `listener`: accept loops with a connection limit and accept backoff, TLS handshakes.
+//! - `tls`: rustls for listeners (SNI certificate choice) and for TLS backends.
 //! - `proxy`: dial with failover (`mod`), layer 4 (`tcp`), layer 7 (`http`).
 //! - `server`: wiring, the control loop, the drain on shutdown.
 //! - `reload`: SIGHUP: load, validate, build, swap, or keep the old and say why.
@@ -31,5 +32,6 @@ pub mod proxy;
 pub mod reload;
 pub mod server;
 pub mod summary;
+pub mod tls;
 pub mod upstream;
 pub mod watch;

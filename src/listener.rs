@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -140,7 +141,8 @@ async fn accept_loop(
     }
 }
 
-/// Serves one client connection with the listener's current settings.
+/// Serves one client connection with the listener's current settings: the TLS handshake
+/// first on a TLS listener, with the certificates of the snapshot current at accept time.
 async fn handle(
     stream: TcpStream,
     peer: SocketAddr,
@@ -148,6 +150,48 @@ async fn handle(
     shared: &Arc<Shared>,
     graceful: &CancellationToken,
 ) {
+    // Small requests and responses must not wait for Nagle's algorithm.
+    let _ = stream.set_nodelay(true);
+    let tls = {
+        let snapshot = shared.state.load();
+        snapshot.acceptors.get(name).cloned().zip(
+            snapshot
+                .route(name)
+                .map(|(conf, _)| conf.timeouts.header_read),
+        )
+    };
+    match tls {
+        None => serve(stream, "http", peer, name, shared, graceful).await,
+        Some((acceptor, header_read)) => {
+            // A client that stalls the handshake is cut off like one that stalls its request
+            // head: it must not hold a connection slot for longer.
+            match tokio::time::timeout(header_read, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => {
+                    let tls = crate::tls::CloseAsEof(tls);
+                    serve(tls, "https", peer, name, shared, graceful).await;
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(listener = %name, client = %peer, error = %e, "TLS handshake failed");
+                }
+                Err(_) => {
+                    tracing::debug!(listener = %name, client = %peer, "TLS handshake timed out");
+                }
+            }
+        }
+    }
+}
+
+/// Proxies a client connection, plain or the plaintext side of TLS (`proto` "https").
+async fn serve<I>(
+    stream: I,
+    proto: &'static str,
+    peer: SocketAddr,
+    name: &Arc<str>,
+    shared: &Arc<Shared>,
+    graceful: &CancellationToken,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let snapshot = shared.state.load_full();
     let Some((conf, upstream)) = snapshot.route(name) else {
         return;
@@ -181,6 +225,7 @@ async fn handle(
                 Arc::clone(shared),
                 graceful.clone(),
                 &timeouts,
+                proto,
             )
             .await;
         }

@@ -111,6 +111,8 @@ pub struct Upstream {
     pub name: Arc<str>,
     pub backends: Vec<Arc<Backend>>,
     balancer: Arc<Balancer>,
+    /// `Some` when backends are reached over TLS (`[upstream.NAME.tls]`), built once here.
+    pub tls: Option<crate::tls::ClientTls>,
 }
 
 /// One request or session placed on a backend. Dropping it ends the in-flight unit, so no
@@ -137,6 +139,8 @@ pub enum BuildError {
         addr: String,
         reason: String,
     },
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 impl Upstream {
@@ -193,11 +197,16 @@ impl Upstream {
             // release lands here (through the slot).
             balancer.set_in_flight(i, b.in_flight.load(Ordering::Relaxed));
         }
+        let tls = match &conf.tls {
+            Some(t) => Some(crate::tls::ClientTls::build(&conf.name, t)?),
+            None => None,
+        };
         Ok(Upstream {
             conf: conf.clone(),
             name,
             backends,
             balancer,
+            tls,
         })
     }
 
@@ -422,6 +431,9 @@ impl Upstream {
 pub struct Snapshot {
     pub config: Arc<config::Config>,
     pub upstreams: Upstreams,
+    /// TLS acceptors of the listeners with `[listener.tls]`, built with this snapshot so a
+    /// reload's certificates serve the next handshake.
+    pub acceptors: crate::tls::Acceptors,
     /// Seconds since the Unix epoch at load time, for `/status`.
     pub loaded_at: u64,
 }
@@ -433,12 +445,14 @@ impl Snapshot {
         previous: Option<&Snapshot>,
     ) -> Result<Snapshot, BuildError> {
         let upstreams = build_all(&config, previous.map(|p| &p.upstreams))?;
+        let acceptors = crate::tls::Acceptors::build(&config)?;
         let loaded_at = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         Ok(Snapshot {
             config,
             upstreams,
+            acceptors,
             loaded_at,
         })
     }

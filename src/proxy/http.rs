@@ -15,7 +15,7 @@ use http_body_util::{Either, Empty, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
 
@@ -36,21 +36,26 @@ struct Conn {
     peer: SocketAddr,
     /// The client's address as an `X-Forwarded-For` value, made once per connection.
     peer_ip: HeaderValue,
+    /// `X-Forwarded-Proto`: "http", or "https" on a TLS listener.
     proto: &'static str,
     shared: Arc<Shared>,
     activity: Arc<Activity>,
 }
 
-/// Serves one client connection until it closes, idles out, or the listener drains.
-pub async fn serve(
-    stream: TcpStream,
+/// Serves one client connection until it closes, idles out, or the listener drains. `stream`
+/// is plain TCP or the plaintext side of TLS (`proto` "https"), where ALPN may have chosen
+/// HTTP/2: the auto builder serves whichever the client speaks.
+pub async fn serve<I>(
+    stream: I,
     peer: SocketAddr,
     listener: Arc<str>,
     shared: Arc<Shared>,
     graceful: CancellationToken,
     timeouts: &crate::config::ListenerTimeouts,
-) {
-    let _ = stream.set_nodelay(true);
+    proto: &'static str,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let activity = Activity::new();
     let io = Metered {
         io: stream,
@@ -62,7 +67,7 @@ pub async fn serve(
         listener: Arc::clone(&listener),
         peer,
         peer_ip,
-        proto: "http",
+        proto,
         shared,
         activity: Arc::clone(&activity),
     });
@@ -77,7 +82,12 @@ pub async fn serve(
         .header_read_timeout(timeouts.header_read)
         .max_headers(MAX_HEADERS)
         .max_buf_size(MAX_HEAD);
-    builder.http2().timer(TokioTimer::new());
+    // HTTP/2 gets the HTTP/1 head limit (hyper's default is 16 KiB): a request must not pass
+    // or fail depending on the protocol the client happened to negotiate.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEAD as u32);
     let served = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(served);
     tokio::select! {
@@ -154,6 +164,10 @@ async fn forward(
     conn: &Conn,
     upstream: &Upstream,
 ) -> Result<(Response<Incoming>, Lease, Option<Sender>), StatusCode> {
+    // hyper enforces this for HTTP/1; HTTP/2 has no field count limit of its own.
+    if req.headers().len() > MAX_HEADERS {
+        return Err(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    }
     let upgrade = is_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let Some(mut outgoing) = prepare(req, conn, upgrade) else {
@@ -255,16 +269,15 @@ async fn send(
     }
 }
 
-/// A fresh connection to the lease's backend, within `connect_timeout`.
+/// A fresh connection to the lease's backend (TLS when the upstream says so), within
+/// `connect_timeout`.
 async fn connect(lease: &Lease, upstream: &Upstream) -> Result<Sender, &'static str> {
-    let dial = tokio::net::TcpStream::connect(lease.backend.dial);
-    let stream = match timeout(upstream.conf.connect_timeout, dial).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(_)) => return Err("connect"),
-        Err(_) => return Err("timeout"),
+    let handshake = match super::connect(&lease.backend, upstream).await? {
+        // Each kind gets its own hyper connection type: plain TCP pays nothing for TLS.
+        tokio_util::either::Either::Left(tcp) => pool::handshake(tcp).await,
+        tokio_util::either::Either::Right(tls) => pool::handshake(tls).await,
     };
-    let _ = stream.set_nodelay(true);
-    pool::handshake(stream).await.map_err(|_| "connect")
+    handshake.map_err(|_| "connect")
 }
 
 fn fail(upstream: &Upstream, lease: &Lease, kind: &'static str) {

@@ -10,8 +10,15 @@ use std::sync::Arc;
 
 use tokio::net::TcpStream;
 use tokio::time::timeout;
+use tokio_rustls::client::TlsStream;
+use tokio_util::either::Either;
 
+use crate::tls::CloseAsEof;
 use crate::upstream::{Backend, Lease, Upstream};
+
+/// A backend connection: plain TCP, or TLS when the upstream has `[tls]`. Boxed because a
+/// TLS session's state is kilobytes that plain connections should not carry.
+pub type BackendIo = Either<TcpStream, Box<CloseAsEof<TlsStream<TcpStream>>>>;
 
 /// Why no backend connection could be had.
 #[derive(Debug)]
@@ -24,7 +31,7 @@ pub enum DialError {
 
 /// Connects to a backend of `upstream`, failing over up to `retries` times. Each failure
 /// counts against its backend; each move to another backend is a failover.
-pub async fn dial(upstream: &Upstream) -> Result<(TcpStream, Lease), DialError> {
+pub async fn dial(upstream: &Upstream) -> Result<(BackendIo, Lease), DialError> {
     let mut tried: Vec<usize> = Vec::new();
     let mut last: Option<Arc<Backend>> = None;
     let attempts = upstream.conf.retries.saturating_add(1);
@@ -52,22 +59,30 @@ pub async fn dial(upstream: &Upstream) -> Result<(TcpStream, Lease), DialError> 
     }
 }
 
-/// One connection attempt; the error is the failure `kind` label.
-async fn connect(backend: &Backend, upstream: &Upstream) -> Result<TcpStream, &'static str> {
-    match timeout(
-        upstream.conf.connect_timeout,
-        TcpStream::connect(backend.dial),
-    )
-    .await
-    {
-        Ok(Ok(stream)) => {
-            // Small requests and responses must not wait for Nagle's algorithm.
-            let _ = stream.set_nodelay(true);
-            Ok(stream)
+/// One connection attempt, the TLS handshake included, within `connect_timeout`; the error
+/// is the failure `kind` label. A backend certificate that fails verification is a
+/// `connect` failure, so the request fails over as for a refused connection.
+pub async fn connect(backend: &Backend, upstream: &Upstream) -> Result<BackendIo, &'static str> {
+    let attempt = async {
+        let stream = TcpStream::connect(backend.dial)
+            .await
+            .map_err(|_| "connect")?;
+        // Small requests and responses must not wait for Nagle's algorithm.
+        let _ = stream.set_nodelay(true);
+        if upstream.tls.is_none() {
+            return Ok(Either::Left(stream));
         }
-        Ok(Err(_)) => Err("connect"),
-        Err(_) => Err("timeout"),
-    }
+        match crate::tls::connect_tls(upstream, stream, backend).await {
+            Ok(tls) => Ok(Either::Right(Box::new(CloseAsEof(tls)))),
+            Err(e) => {
+                tracing::debug!(upstream = %upstream.name, backend = %backend.addr, error = %e, "backend TLS handshake failed");
+                Err("connect")
+            }
+        }
+    };
+    timeout(upstream.conf.connect_timeout, attempt)
+        .await
+        .unwrap_or(Err("timeout"))
 }
 
 /// True for errors that mean the peer went away rather than a local fault.

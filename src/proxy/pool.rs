@@ -9,7 +9,7 @@ use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
 /// The body fulcrum sends to backends: the client's, or none (a retried bodiless request).
@@ -61,8 +61,12 @@ impl Pool {
     }
 }
 
-/// Performs the HTTP/1.1 handshake on a fresh backend connection and drives it in a task.
-pub async fn handshake(stream: TcpStream) -> Result<Sender, hyper::Error> {
+/// Performs the HTTP/1.1 handshake on a fresh backend connection (plain TCP or TLS) and
+/// drives it in a task.
+pub async fn handshake<I>(stream: I) -> Result<Sender, hyper::Error>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let (sender, conn) = http1::Builder::new()
         .max_buf_size(super::http::MAX_HEAD + 16 * 1024)
         .handshake(TokioIo::new(stream))

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::DialError;
 use super::io::{Activity, Metered};
@@ -33,8 +33,12 @@ pub struct Session {
     pub end: End,
 }
 
-/// Proxies one client connection to a backend of `upstream`.
-pub async fn serve(client: TcpStream, upstream: &Upstream, idle: Duration) -> Session {
+/// Proxies one client connection (plain TCP, or the plaintext side of TLS) to a backend of
+/// `upstream`.
+pub async fn serve<C>(client: C, upstream: &Upstream, idle: Duration) -> Session
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
     let (mut backend, lease) = match super::dial(upstream).await {
         Ok(ok) => ok,
         Err(e) => {
@@ -49,7 +53,6 @@ pub async fn serve(client: TcpStream, upstream: &Upstream, idle: Duration) -> Se
             };
         }
     };
-    let _ = client.set_nodelay(true);
     let activity = Activity::new();
     let mut c = Metered {
         io: client,
