@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::io::{Activity, InProgress, Metered};
 use super::pool::{self, ReqBody, Sender};
 use crate::server::Shared;
-use crate::upstream::{Lease, Upstream};
+use crate::upstream::{Backend, Lease, Upstream};
 
 /// Largest request head accepted (431 beyond), as SPEC.md says; nginx's large buffers are
 /// 4 x 8 KiB, HAProxy's bufsize 16 KiB: 64 KiB is generous without inviting abuse.
@@ -127,7 +127,7 @@ async fn handle(req: Request<Incoming>, conn: &Conn) -> Response<RespBody> {
             let backend = Arc::clone(&lease.backend);
             (respond(resp, lease, sender, in_progress), Some(backend))
         }
-        Err(status) => (local(status, in_progress), None),
+        Err((status, last)) => (local(status, in_progress), last),
     };
     let status = resp.status();
     crate::metrics::request(
@@ -157,35 +157,45 @@ async fn handle(req: Request<Incoming>, conn: &Conn) -> Response<RespBody> {
     resp
 }
 
+/// What fulcrum answers itself, and the last backend tried (the `backend` label of a 502).
+type Refusal = (StatusCode, Option<Arc<Backend>>);
+
 /// Sends the request to a backend, failing over as SPEC.md allows. The error is the status
 /// fulcrum answers itself: all error-to-status mapping is here.
 async fn forward(
     mut req: Request<Incoming>,
     conn: &Conn,
     upstream: &Upstream,
-) -> Result<(Response<Incoming>, Lease, Option<Sender>), StatusCode> {
+) -> Result<(Response<Incoming>, Lease, Option<Sender>), Refusal> {
     // hyper enforces this for HTTP/1; HTTP/2 has no field count limit of its own.
     if req.headers().len() > MAX_HEADERS {
-        return Err(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        return Err((StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, None));
+    }
+    // fulcrum is not a forward proxy: CONNECT would ask it to open a tunnel to wherever the
+    // client names, which only configured backends may ever be.
+    if req.method() == Method::CONNECT {
+        return Err((StatusCode::METHOD_NOT_ALLOWED, None));
     }
     let upgrade = is_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let Some(mut outgoing) = prepare(req, conn, upgrade) else {
-        return Err(StatusCode::BAD_REQUEST);
+        return Err((StatusCode::BAD_REQUEST, None));
     };
     // A bodiless idempotent request can be sent again if the connection breaks before any
     // response byte: keep what is needed to rebuild it.
     let replay = replayable(&outgoing).then(|| head_of(&outgoing));
     let retries = upstream.conf.retries as usize;
     let mut tried: Vec<usize> = Vec::new();
+    let mut last: Option<Arc<Backend>> = None;
     loop {
         let Some(lease) = upstream.pick(&tried) else {
             return Err(if tried.is_empty() {
-                StatusCode::SERVICE_UNAVAILABLE
+                (StatusCode::SERVICE_UNAVAILABLE, None)
             } else {
-                StatusCode::BAD_GATEWAY
+                (StatusCode::BAD_GATEWAY, last)
             });
         };
+        last = Some(Arc::clone(&lease.backend));
         if !tried.is_empty() {
             crate::metrics::failover(&upstream.name);
         }
@@ -199,7 +209,7 @@ async fn forward(
                 Err(kind) => {
                     fail(upstream, &lease, kind);
                     if last_try {
-                        return Err(StatusCode::BAD_GATEWAY);
+                        return Err((StatusCode::BAD_GATEWAY, last));
                     }
                     continue;
                 }
@@ -213,7 +223,7 @@ async fn forward(
         match sent {
             Err(_) => {
                 fail(upstream, &lease, "timeout");
-                return Err(StatusCode::GATEWAY_TIMEOUT);
+                return Err((StatusCode::GATEWAY_TIMEOUT, last));
             }
             Ok(Ok(mut resp)) => {
                 if matches!(resp.status().as_u16(), 502..=504) {
@@ -233,14 +243,14 @@ async fn forward(
                 // The client's own body broke (a bad chunk size, or the client went away):
                 // the backend is not at fault, and the request cannot be completed.
                 tracing::debug!(error = %e, "client request body failed");
-                return Err(StatusCode::BAD_REQUEST);
+                return Err((StatusCode::BAD_REQUEST, last));
             }
             Ok(Err(e)) => {
                 fail(upstream, &lease, "reset");
                 tracing::debug!(upstream = %upstream.name, backend = %backend.addr, error = %e, "backend exchange failed");
                 match (&replay, last_try) {
                     (Some(head), false) => outgoing = rebuild(head),
-                    _ => return Err(StatusCode::BAD_GATEWAY),
+                    _ => return Err((StatusCode::BAD_GATEWAY, last)),
                 }
             }
         }

@@ -88,7 +88,21 @@ impl Fulcrum {
 
     /// Starts `fulcrum -c config` without waiting.
     pub fn spawn(config: &std::path::Path) -> Fulcrum {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+        Fulcrum::spawn_wrapped(config, &[])
+    }
+
+    /// Starts `WRAPPER... fulcrum -c config` (e.g. `prlimit --nofile=64:64`) without waiting.
+    pub fn spawn_wrapped(config: &std::path::Path, wrapper: &[&str]) -> Fulcrum {
+        let bin = env!("CARGO_BIN_EXE_fulcrum");
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let mut child = cmd
             .arg("-c")
             .arg(config)
             .stdin(Stdio::null())
