@@ -21,6 +21,17 @@
 //! - `admin`: the admin listener: health and readiness probes, `/metrics`, `/status`, `/`.
 //! - `metrics`, `logging`, `summary`: what the process tells the operator.
 
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic,
+        clippy::unreachable
+    )
+)]
+
 pub mod admin;
 pub mod balance;
 pub mod config;

@@ -137,10 +137,11 @@ impl RequestSeries {
 
     fn code(&self, index: usize) -> Option<&Counter> {
         let cell = self.codes.get(index)?;
+        let code = CODES.get(index).copied().unwrap_or("5xx");
         Some(cell.get_or_init(|| {
             counter!(REQUESTS_TOTAL, "listener" => Arc::clone(&self.listener),
                 "upstream" => Arc::clone(&self.upstream), "backend" => Arc::clone(&self.backend),
-                "code" => CODES[index])
+                "code" => code)
         }))
     }
 }
@@ -206,7 +207,8 @@ pub fn request(
         }
         None => {
             counter!(REQUESTS_TOTAL, "listener" => Arc::clone(listener),
-                "upstream" => Arc::clone(upstream), "backend" => "none", "code" => CODES[code])
+                "upstream" => Arc::clone(upstream), "backend" => "none",
+                "code" => CODES.get(code).copied().unwrap_or("5xx"))
             .increment(1);
             histogram!(REQUEST_DURATION, "listener" => Arc::clone(listener),
                 "upstream" => Arc::clone(upstream))

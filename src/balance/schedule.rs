@@ -133,30 +133,38 @@ impl Schedule {
             now: Ratio::ZERO,
         };
         schedule.queue = (0..schedule.backends.len())
-            .map(|i| schedule.key(i))
+            .filter_map(|i| schedule.key(i))
             .collect();
         schedule
     }
 
-    fn key(&self, i: usize) -> Key {
-        let b = &self.backends[i];
+    /// The queue key of backend `i`; `None` only for an index out of range.
+    fn key(&self, i: usize) -> Option<Key> {
+        let b = self.backends.get(i)?;
         let load = match self.policy {
             Policy::RoundRobin => Ratio::ZERO,
             Policy::LeastLoad => b.load(),
         };
-        (load, b.deadline(), i)
+        Some((load, b.deadline(), i))
     }
 
     /// Removes `i` from the queue (if healthy), lets `f` change it, and queues it again (if
     /// healthy then), so the queue key always matches the backend's state.
     fn requeue(&mut self, i: usize, f: impl FnOnce(&mut Backend, Ratio)) {
-        if self.backends[i].healthy {
-            let key = self.key(i);
+        let now = self.now;
+        let Some(b) = self.backends.get_mut(i) else {
+            return;
+        };
+        let was_healthy = b.healthy;
+        if was_healthy && let Some(key) = self.key(i) {
             self.queue.remove(&key);
         }
-        f(&mut self.backends[i], self.now);
-        if self.backends[i].healthy {
-            let key = self.key(i);
+        if let Some(b) = self.backends.get_mut(i) {
+            f(b, now);
+        }
+        if self.backends.get(i).is_some_and(|b| b.healthy)
+            && let Some(key) = self.key(i)
+        {
             self.queue.insert(key);
         }
     }
@@ -188,7 +196,9 @@ impl Schedule {
         match self.backends.get(i) {
             None | Some(Backend { in_flight: 0, .. }) => {}
             Some(b) if !b.healthy || self.policy == Policy::RoundRobin => {
-                self.backends[i].in_flight -= 1;
+                if let Some(b) = self.backends.get_mut(i) {
+                    b.in_flight -= 1;
+                }
             }
             Some(_) => self.requeue(i, |b, _| b.in_flight -= 1),
         }
@@ -249,8 +259,8 @@ impl Schedule {
             b.next = b.next.checked_sub(shift).filter(|&n| n > 0).unwrap_or(1);
         }
         self.queue = (0..self.backends.len())
-            .filter(|&i| self.backends[i].healthy)
-            .map(|i| self.key(i))
+            .filter(|&i| self.backends.get(i).is_some_and(|b| b.healthy))
+            .filter_map(|i| self.key(i))
             .collect();
     }
 }

@@ -58,7 +58,7 @@ async fn http(mut stream: TcpStream, host: &str, path: &str) -> Result<(), Strin
         if n == 0 {
             break;
         }
-        buf.extend_from_slice(&chunk[..n]);
+        buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
     }
     match status(&buf) {
         Some(200..=399) => Ok(()),
