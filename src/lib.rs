@@ -15,6 +15,8 @@
 //! - `listener`: accept loops with a connection limit and accept backoff.
 //! - `proxy`: dial with failover (`mod`), layer 4 (`tcp`), layer 7 (`http`).
 //! - `server`: wiring, the control loop, the drain on shutdown.
+//! - `resolve`: backends given by host name, one per address, re-resolved every
+//!   `resolve_interval`.
 //! - `reload`: SIGHUP: load, validate, build, swap, or keep the old and say why.
 //! - `watch`: `watch_config`: the same reload when the file changes.
 //! - `metrics`, `logging`, `summary`: what the process tells the operator.
@@ -27,6 +29,7 @@ pub mod logging;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;
+pub mod resolve;
 pub mod server;
 pub mod summary;
 pub mod upstream;
