@@ -66,6 +66,9 @@ where
     }
 }
 
+/// The fulcrum binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_fulcrum");
+
 /// The real fulcrum process, killed when dropped.
 pub struct Fulcrum {
     pub child: Child,
@@ -88,9 +91,16 @@ impl Fulcrum {
 
     /// Starts `fulcrum -c config` without waiting.
     pub fn spawn(config: &std::path::Path) -> Fulcrum {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
-            .arg("-c")
-            .arg(config)
+        let mut command = Command::new(BIN);
+        command.arg("-c").arg(config);
+        Fulcrum::spawn_command(command, config)
+    }
+
+    /// Starts `command`, which must end up exec'ing fulcrum with `-c config` in the same
+    /// process (a wrapper such as `unshare ... sh -c 'exec FULCRUM -c CONFIG'`), so that
+    /// signals and the kill on drop reach fulcrum itself.
+    pub fn spawn_command(mut command: Command, config: &std::path::Path) -> Fulcrum {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
