@@ -16,6 +16,8 @@
 //! - `tls`: rustls for listeners (SNI certificate choice) and for TLS backends.
 //! - `proxy`: dial with failover (`mod`), layer 4 (`tcp`), layer 7 (`http`).
 //! - `server`: wiring, the control loop, the drain on shutdown.
+//! - `resolve`: backends given by host name, one per address, re-resolved every
+//!   `resolve_interval`.
 //! - `reload`: SIGHUP: load, validate, build, swap, or keep the old and say why.
 //! - `watch`: `watch_config`: the same reload when the file changes.
 //! - `admin`: the admin listener: health and readiness probes, `/metrics`, `/status`, `/`.
@@ -41,6 +43,7 @@ pub mod logging;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;
+pub mod resolve;
 pub mod server;
 pub mod summary;
 pub mod tls;

@@ -12,10 +12,10 @@ use crate::upstream::Snapshot;
 
 /// Reloads from the running configuration's path. Errors are logged, never returned: a bad
 /// file must not disturb serving.
-pub fn reload(shared: &Arc<Shared>, running: &mut HashMap<String, Running>) {
+pub async fn reload(shared: &Arc<Shared>, running: &mut HashMap<String, Running>) {
     let current = shared.state.load_full();
     // Counted before the log line, so whoever reads the line sees the count.
-    match try_reload(shared, &current, running) {
+    match try_reload(shared, &current, running).await {
         Ok(changes) => {
             crate::metrics::config_reload(true);
             tracing::info!(changes, "configuration reloaded");
@@ -27,15 +27,20 @@ pub fn reload(shared: &Arc<Shared>, running: &mut HashMap<String, Running>) {
     }
 }
 
-fn try_reload(
+async fn try_reload(
     shared: &Arc<Shared>,
     current: &Snapshot,
     running: &mut HashMap<String, Running>,
 ) -> Result<usize, String> {
     let config = Config::load(&current.config.path).map_err(|e| e.to_string())?;
     let config = Arc::new(config);
+    // Names are looked up again (off the runtime's threads); one that fails keeps its last
+    // addresses when its upstream re-resolves, and fails the reload when it does not.
+    let resolved = crate::resolve::lookup(&config, Some(&current.resolved))
+        .await
+        .map_err(|e| e.to_string())?;
     let snapshot =
-        Snapshot::build(Arc::clone(&config), Some(current)).map_err(|e| e.to_string())?;
+        Snapshot::build(Arc::clone(&config), Some(current), resolved).map_err(|e| e.to_string())?;
 
     // Listeners whose bind stays keep their socket; only new binds are bound, all of them
     // before anything changes, so a bind failure leaves the old configuration whole.

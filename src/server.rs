@@ -86,7 +86,8 @@ pub enum StartError {
 /// Runs the proxy until `Control::Shutdown` (or the sender is dropped), then drains.
 pub async fn run(config: Config, mut control: mpsc::Receiver<Control>) -> Result<(), StartError> {
     let config = Arc::new(config);
-    let snapshot = Snapshot::build(Arc::clone(&config), None)?;
+    let resolved = crate::resolve::lookup(&config, None).await?;
+    let snapshot = Snapshot::build(Arc::clone(&config), None, resolved)?;
     // Bind everything before serving anything: a bad bind fails the start, not half of it.
     let mut sockets = Vec::with_capacity(config.listeners.len());
     for l in &config.listeners {
@@ -143,17 +144,26 @@ pub async fn run(config: Config, mut control: mpsc::Receiver<Control>) -> Result
 
     let (watch_tx, mut watched) = mpsc::channel(1);
     let watcher = tokio::spawn(crate::watch::watch(Arc::clone(&shared), watch_tx));
+    // Re-resolved host names come back here, so that this loop stays the one writer of the
+    // snapshot and a re-resolution never races a reload.
+    let (resolve_tx, mut resolved) = mpsc::channel(1);
+    let resolver = tokio::spawn(crate::resolve::watch(Arc::clone(&shared), resolve_tx));
     loop {
         let c = tokio::select! {
             c = control.recv() => c.unwrap_or(Control::Shutdown),
             Some(c) = watched.recv() => c,
+            Some(found) = resolved.recv() => {
+                crate::resolve::apply(&shared, found);
+                continue;
+            }
         };
         match c {
-            Control::Reload => crate::reload::reload(&shared, &mut running),
+            Control::Reload => crate::reload::reload(&shared, &mut running).await,
             Control::Shutdown => break,
         }
     }
     watcher.abort();
+    resolver.abort();
     drain(&shared, running).await;
     admin_stop.cancel();
     Ok(())

@@ -1,6 +1,7 @@
 //! The live state of upstreams: each backend's address, weight, health and counters, and the
-//! balancer that picks among them. Built from the validated config; a backend that stays
-//! across a reload (same upstream, same addr) is carried over with its state.
+//! balancer that picks among them. Built from the validated config and the addresses its host
+//! names resolved to (`resolve`); a backend that stays across a reload or a re-resolution
+//! (same upstream, same label, same dial address) is carried over with its state.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -15,13 +16,15 @@ use crate::balance::{Balancer, FULL, Policy};
 use crate::config;
 use crate::health::Tracker;
 use crate::proxy::pool::Pool;
+use crate::resolve::Resolved;
 
 /// One backend of one upstream, shared by every listener that uses the upstream.
 #[derive(Debug)]
 pub struct Backend {
     /// The upstream's name, for metric labels and logs.
     pub upstream: Arc<str>,
-    /// As written in the config: the `backend` label.
+    /// The `backend` label and the backend's key across rebuilds: the addr as written, or
+    /// `WRITTEN/IP:PORT` for one of several addresses of a host name (see `resolve`).
     pub addr: Arc<str>,
     /// Where fulcrum connects.
     pub dial: SocketAddr,
@@ -58,6 +61,44 @@ struct Slot {
 }
 
 impl Backend {
+    /// The backend `label` of `previous` when it still dials `dial` (a name with one address
+    /// keeps its label when that address changes, but is then another backend), with its
+    /// weight updated; else a new one, healthy, counters at zero.
+    fn carry_or_new(
+        upstream: &Arc<str>,
+        previous: Option<&Upstream>,
+        label: String,
+        dial: SocketAddr,
+        weight: u32,
+    ) -> Arc<Backend> {
+        let kept = previous.and_then(|p| {
+            p.backends
+                .iter()
+                .find(|old| *old.addr == *label && old.dial == dial)
+        });
+        if let Some(old) = kept {
+            old.weight.store(weight, Ordering::Relaxed);
+            return Arc::clone(old);
+        }
+        Arc::new(Backend {
+            upstream: Arc::clone(upstream),
+            addr: Arc::from(label),
+            dial,
+            weight: AtomicU32::new(weight),
+            in_flight: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            healthy: AtomicBool::new(true),
+            tracker: Tracker::new(),
+            pool: Pool::default(),
+            trial: AtomicU8::new(Trial::Closed as u8),
+            permille: AtomicU32::new(FULL),
+            changed: Notify::new(),
+            slot: ArcSwapOption::empty(),
+            series: Default::default(),
+        })
+    }
+
     /// Runs `f` on the backend's current balancer and index.
     fn schedule(&self, f: impl FnOnce(&Balancer, usize)) {
         if let Some(slot) = &*self.slot.load() {
@@ -130,7 +171,7 @@ impl Drop for Lease {
     }
 }
 
-/// Errors building an upstream's live state.
+/// Errors building an upstream's live state (raised by `resolve::lookup` too).
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     #[error("upstream \"{upstream}\": backend \"{addr}\" does not resolve: {reason}")]
@@ -144,45 +185,41 @@ pub enum BuildError {
 }
 
 impl Upstream {
-    /// Builds the live upstream from its config; backends found in `previous` (same addr) are
-    /// carried over with their health and counters.
+    /// Builds the live upstream from its config, a host name standing for every address it
+    /// has in `resolved`; backends found in `previous` (same label and dial address) are
+    /// carried over with their health and counters. No DNS here: a name of an upstream with
+    /// `resolve_interval = 0` that `resolved` lacks is an error, one of an upstream that
+    /// re-resolves has no backends until it resolves (zero backends: 503, tcp closes).
     pub fn build(
         conf: &config::Upstream,
         previous: Option<&Upstream>,
+        resolved: &Resolved,
     ) -> Result<Upstream, BuildError> {
         let name: Arc<str> = Arc::from(conf.name.as_str());
         let mut backends = Vec::with_capacity(conf.backends.len());
         for b in &conf.backends {
-            let kept =
-                previous.and_then(|p| p.backends.iter().find(|old| &*old.addr == b.addr.as_str()));
-            if let Some(old) = kept {
-                old.weight.store(b.weight, Ordering::Relaxed);
-                backends.push(Arc::clone(old));
-                continue;
+            let expanded = crate::resolve::expand(b, resolved);
+            if expanded.is_empty() && conf.resolve_interval.is_zero() {
+                return Err(BuildError::Resolve {
+                    upstream: conf.name.clone(),
+                    addr: b.addr.clone(),
+                    reason: "not resolved".into(),
+                });
             }
-            backends.push(Arc::new(Backend {
-                upstream: Arc::clone(&name),
-                addr: Arc::from(b.addr.as_str()),
-                dial: resolve(conf, b)?,
-                weight: AtomicU32::new(b.weight),
-                in_flight: AtomicU64::new(0),
-                requests: AtomicU64::new(0),
-                failures: AtomicU64::new(0),
-                healthy: AtomicBool::new(true),
-                tracker: Tracker::new(),
-                pool: Pool::default(),
-                trial: AtomicU8::new(Trial::Closed as u8),
-                permille: AtomicU32::new(FULL),
-                changed: Notify::new(),
-                slot: ArcSwapOption::empty(),
-                series: Default::default(),
-            }));
+            for (label, dial) in expanded {
+                backends.push(Backend::carry_or_new(
+                    &name, previous, label, dial, b.weight,
+                ));
+            }
         }
         let policy = match conf.balance {
             config::Balance::RoundRobin => Policy::RoundRobin,
             config::Balance::LeastLoad => Policy::LeastLoad,
         };
-        let weights: Vec<u32> = conf.backends.iter().map(|b| b.weight).collect();
+        let weights: Vec<u32> = backends
+            .iter()
+            .map(|b| b.weight.load(Ordering::Relaxed))
+            .collect();
         let balancer = Arc::new(Balancer::new(policy, &weights));
         // Carried-over backends keep their state in the new balancer: down (unless open for a
         // trial) and any slow start in progress.
@@ -337,24 +374,6 @@ impl Upstream {
     }
 }
 
-/// The dial address of a backend: its IP literal, else the first address its name resolves to.
-fn resolve(conf: &config::Upstream, b: &config::BackendConf) -> Result<SocketAddr, BuildError> {
-    if let Some(ip) = b.ip {
-        return Ok(ip);
-    }
-    use std::net::ToSocketAddrs;
-    let err = |reason: String| BuildError::Resolve {
-        upstream: conf.name.clone(),
-        addr: b.addr.clone(),
-        reason,
-    };
-    (b.host.as_str(), b.port)
-        .to_socket_addrs()
-        .map_err(|e| err(e.to_string()))?
-        .next()
-        .ok_or_else(|| err("no address".into()))
-}
-
 /// Every upstream of a configuration, by name.
 pub type Upstreams = HashMap<String, Arc<Upstream>>;
 
@@ -362,11 +381,15 @@ pub type Upstreams = HashMap<String, Arc<Upstream>>;
 pub fn build_all(
     config: &config::Config,
     previous: Option<&Upstreams>,
+    resolved: &Resolved,
 ) -> Result<Upstreams, BuildError> {
     let mut out = HashMap::with_capacity(config.upstreams.len());
     for u in &config.upstreams {
         let prev = previous.and_then(|p| p.get(&u.name)).map(|a| &**a);
-        out.insert(u.name.clone(), Arc::new(Upstream::build(u, prev)?));
+        out.insert(
+            u.name.clone(),
+            Arc::new(Upstream::build(u, prev, resolved)?),
+        );
     }
     Ok(out)
 }
@@ -434,17 +457,23 @@ pub struct Snapshot {
     /// TLS acceptors of the listeners with `[listener.tls]`, built with this snapshot so a
     /// reload's certificates serve the next handshake.
     pub acceptors: crate::tls::Acceptors,
+    /// What the host names of `config` resolved to: the addresses behind `upstreams`, and
+    /// what a name keeps when a later lookup fails.
+    pub resolved: Resolved,
     /// Seconds since the Unix epoch at load time, for `/status`.
     pub loaded_at: u64,
 }
 
 impl Snapshot {
-    /// Builds the live state of `config`, carrying backends over from `previous`.
+    /// Builds the live state of `config` with its host names' addresses from `resolved`
+    /// (`resolve::lookup`; empty when every backend is an IP address), carrying backends over
+    /// from `previous`.
     pub fn build(
         config: Arc<config::Config>,
         previous: Option<&Snapshot>,
+        resolved: Resolved,
     ) -> Result<Snapshot, BuildError> {
-        let upstreams = build_all(&config, previous.map(|p| &p.upstreams))?;
+        let upstreams = build_all(&config, previous.map(|p| &p.upstreams), &resolved)?;
         let acceptors = crate::tls::Acceptors::build(&config)?;
         let loaded_at = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -453,6 +482,7 @@ impl Snapshot {
             config,
             upstreams,
             acceptors,
+            resolved,
             loaded_at,
         })
     }
@@ -489,11 +519,11 @@ mod tests {
     #[test]
     fn in_flight_requests_carry_over_a_reload_for_least_load() {
         let both = "{ addr = \"127.0.0.1:1\" }, { addr = \"127.0.0.1:2\" }";
-        let old = Snapshot::build(config(both), None).expect("build");
+        let old = Snapshot::build(config(both), None, Resolved::new()).expect("build");
         old.publish();
         let lease = old.upstreams["app"].pick(&[]).expect("pick");
         let busy = lease.index;
-        let new = Snapshot::build(config(both), Some(&old)).expect("rebuild");
+        let new = Snapshot::build(config(both), Some(&old), Resolved::new()).expect("rebuild");
         new.publish();
         let app = &new.upstreams["app"];
         let next = app.pick(&[]).expect("pick after reload");

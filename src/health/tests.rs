@@ -34,7 +34,7 @@ fn config(backends: &[&str], extra: &str) -> Arc<Config> {
 }
 
 fn shared(config: Arc<Config>, probe: Probe) -> Arc<Shared> {
-    let snapshot = Snapshot::build(config, None).expect("build snapshot");
+    let snapshot = Snapshot::build(config, None, Default::default()).expect("build snapshot");
     snapshot.publish();
     Arc::new(Shared {
         state: ArcSwap::from_pointee(snapshot),
@@ -329,6 +329,7 @@ async fn reconcile_keeps_running_checkers_and_follows_added_and_removed_backends
     let next = Snapshot::build(
         config(&[A, C], "[upstream.app.health]\ninterval = \"1s\""),
         Some(&s.state.load()),
+        Default::default(),
     )
     .expect("build");
     next.publish();
@@ -368,7 +369,12 @@ async fn a_checker_acts_on_the_upstream_of_the_current_snapshot() {
     s.checkers.reconcile(&s);
     sleep(Duration::from_millis(10)).await;
     // A reload rebuilds the upstream (new balancer) around the same backends.
-    let next = Snapshot::build(config(&[B, A], health), Some(&s.state.load())).expect("build");
+    let next = Snapshot::build(
+        config(&[B, A], health),
+        Some(&s.state.load()),
+        Default::default(),
+    )
+    .expect("build");
     next.publish();
     s.state.store(Arc::new(next));
     s.checkers.reconcile(&s);

@@ -66,6 +66,9 @@ where
     }
 }
 
+/// The fulcrum binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_fulcrum");
+
 /// The real fulcrum process, killed when dropped.
 pub struct Fulcrum {
     pub child: Child,
@@ -93,18 +96,23 @@ impl Fulcrum {
 
     /// Starts `WRAPPER... fulcrum -c config` (e.g. `prlimit --nofile=64:64`) without waiting.
     pub fn spawn_wrapped(config: &std::path::Path, wrapper: &[&str]) -> Fulcrum {
-        let bin = env!("CARGO_BIN_EXE_fulcrum");
-        let mut cmd = match wrapper.split_first() {
+        let mut command = match wrapper.split_first() {
             Some((first, rest)) => {
                 let mut c = Command::new(first);
-                c.args(rest).arg(bin);
+                c.args(rest).arg(BIN);
                 c
             }
-            None => Command::new(bin),
+            None => Command::new(BIN),
         };
-        let mut child = cmd
-            .arg("-c")
-            .arg(config)
+        command.arg("-c").arg(config);
+        Fulcrum::spawn_command(command, config)
+    }
+
+    /// Starts `command`, which must end up exec'ing fulcrum with `-c config` in the same
+    /// process (a wrapper such as `unshare ... sh -c 'exec FULCRUM -c CONFIG'`), so that
+    /// signals and the kill on drop reach fulcrum itself.
+    pub fn spawn_command(mut command: Command, config: &std::path::Path) -> Fulcrum {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
