@@ -103,7 +103,9 @@ async fn signals(tx: tokio::sync::mpsc::Sender<Control>) {
     loop {
         tokio::select! {
             _ = hup.recv() => {
-                let _ = tx.send(Control::Reload).await;
+                // Never wait here: during a drain nobody reads reloads, and a blocked loop
+                // would miss the second stop signal.
+                let _ = tx.try_send(Control::Reload);
             }
             _ = term.recv() => stop(&tx, &mut stopping).await,
             _ = int.recv() => stop(&tx, &mut stopping).await,

@@ -32,7 +32,13 @@ async fn try_reload(
     current: &Snapshot,
     running: &mut HashMap<String, Running>,
 ) -> Result<usize, String> {
-    let config = Config::load(&current.config.path).map_err(|e| e.to_string())?;
+    // Reading and checking the file (PEM parsing, the system's trust roots) blocks: off the
+    // runtime's threads, so a one-worker sidecar keeps serving through a reload.
+    let path = current.config.path.clone();
+    let config = tokio::task::spawn_blocking(move || Config::load(&path))
+        .await
+        .map_err(|e| format!("config loader stopped: {e}"))?
+        .map_err(|e| e.to_string())?;
     let config = Arc::new(config);
     // Names are looked up again (off the runtime's threads); one that fails keeps its last
     // addresses when its upstream re-resolves, and fails the reload when it does not.

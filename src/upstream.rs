@@ -77,7 +77,7 @@ impl Backend {
                 .find(|old| *old.addr == *label && old.dial == dial)
         });
         if let Some(old) = kept {
-            old.weight.store(weight, Ordering::Relaxed);
+            // Its weight changes at `publish`: a reload that fails later must not touch it.
             return Arc::clone(old);
         }
         Arc::new(Backend {
@@ -151,6 +151,8 @@ pub struct Upstream {
     pub conf: config::Upstream,
     pub name: Arc<str>,
     pub backends: Vec<Arc<Backend>>,
+    /// Each backend's configured weight, applied to the shared `Backend` at `publish`.
+    weights: Vec<u32>,
     balancer: Arc<Balancer>,
     /// `Some` when backends are reached over TLS (`[upstream.NAME.tls]`), built once here.
     pub tls: Option<crate::tls::ClientTls>,
@@ -166,7 +168,12 @@ pub struct Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.backend.schedule(|b, i| b.release(i));
+        // Round robin never reads the balancer's count: skip its lock on every request.
+        self.backend.schedule(|b, i| {
+            if b.policy() == Policy::LeastLoad {
+                b.release(i);
+            }
+        });
         self.backend.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -197,6 +204,7 @@ impl Upstream {
     ) -> Result<Upstream, BuildError> {
         let name: Arc<str> = Arc::from(conf.name.as_str());
         let mut backends = Vec::with_capacity(conf.backends.len());
+        let mut weights = Vec::with_capacity(conf.backends.len());
         for b in &conf.backends {
             let expanded = crate::resolve::expand(b, resolved);
             if expanded.is_empty() && conf.resolve_interval.is_zero() {
@@ -210,52 +218,58 @@ impl Upstream {
                 backends.push(Backend::carry_or_new(
                     &name, previous, label, dial, b.weight,
                 ));
+                weights.push(b.weight);
             }
         }
         let policy = match conf.balance {
             config::Balance::RoundRobin => Policy::RoundRobin,
             config::Balance::LeastLoad => Policy::LeastLoad,
         };
-        let weights: Vec<u32> = backends
-            .iter()
-            .map(|b| b.weight.load(Ordering::Relaxed))
-            .collect();
         let balancer = Arc::new(Balancer::new(policy, &weights));
-        // Carried-over backends keep their state in the new balancer: down (unless open for a
-        // trial) and any slow start in progress.
-        for (i, b) in backends.iter().enumerate() {
-            if !b.is_healthy() && b.trial() != Trial::Open {
-                balancer.set_healthy(i, false);
-            }
-            if b.permille() != FULL {
-                balancer.set_permille(i, b.permille());
-            }
-            // Requests still open from before a reload count for least load here, and their
-            // release lands here (through the slot).
-            balancer.set_in_flight(i, b.in_flight.load(Ordering::Relaxed));
-        }
         let tls = match &conf.tls {
             Some(t) => Some(crate::tls::ClientTls::build(&conf.name, t)?),
             None => None,
         };
-        Ok(Upstream {
+        let upstream = Upstream {
             conf: conf.clone(),
             name,
             backends,
+            weights,
             balancer,
             tls,
-        })
+        };
+        upstream.sync_balancer();
+        Ok(upstream)
     }
 
-    /// Points every backend at this upstream's balancer: called when the snapshot holding it
-    /// becomes the running one.
+    /// Copies each backend's live state into this upstream's balancer: down (unless open for
+    /// a trial), any slow start in progress, and requests still open from before a reload
+    /// (least load must count them; their release lands here through the slot).
+    fn sync_balancer(&self) {
+        for (i, b) in self.backends.iter().enumerate() {
+            self.balancer
+                .set_healthy(i, b.is_healthy() || b.trial() == Trial::Open);
+            self.balancer.set_permille(i, b.permille());
+            self.balancer
+                .set_in_flight(i, b.in_flight.load(Ordering::Relaxed));
+        }
+    }
+
+    /// Makes this upstream the running one for its backends: their weights, and their slot
+    /// pointing at this balancer. State that changed since the build (a backend that went
+    /// down or up, requests that ended) is copied again once the slots point here, so no
+    /// change is lost in between.
     pub fn publish(&self) {
         for (index, b) in self.backends.iter().enumerate() {
+            if let Some(&w) = self.weights.get(index) {
+                b.weight.store(w, Ordering::Relaxed);
+            }
             b.slot.store(Some(Arc::new(Slot {
                 balancer: Arc::clone(&self.balancer),
                 index,
             })));
         }
+        self.sync_balancer();
     }
 
     /// Picks a healthy backend not in `tried`; `None` when there is none. A down backend open
