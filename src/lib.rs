@@ -15,6 +15,7 @@
 //! - `listener`: accept loops with a connection limit and accept backoff, TLS handshakes.
 //! - `tls`: rustls for listeners (SNI certificate choice) and for TLS backends.
 //! - `proxy`: dial with failover (`mod`), layer 4 (`tcp`), layer 7 (`http`).
+//! - `proxy_protocol`: the PROXY protocol header, read from clients and sent to backends.
 //! - `server`: wiring, the control loop, the drain on shutdown.
 //! - `resolve`: backends given by host name, one per address, re-resolved every
 //!   `resolve_interval`.
@@ -42,6 +43,7 @@ pub mod listener;
 pub mod logging;
 pub mod metrics;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod reload;
 pub mod resolve;
 pub mod server;

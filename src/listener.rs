@@ -1,5 +1,6 @@
 //! Accept loops: one task per listener socket, a connection limit, backoff when the process
-//! runs out of file descriptors, and a task per client connection that the drain waits for.
+//! runs out of file descriptors, and a task per client connection that the drain waits for:
+//! it reads the PROXY header and does the TLS handshake before the proxy takes over.
 
 use std::io;
 use std::net::SocketAddr;
@@ -7,12 +8,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio::time::{Instant, timeout_at};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Protocol;
+use crate::proxy_protocol::{self, Addresses, Prefixed};
 use crate::server::Shared;
 
 /// Pending connections the kernel keeps for us beyond `max_connections` (nginx: 511).
@@ -141,8 +145,9 @@ async fn accept_loop(
     }
 }
 
-/// Serves one client connection with the listener's current settings: the TLS handshake
-/// first on a TLS listener, with the certificates of the snapshot current at accept time.
+/// Serves one client connection with the listener's current settings: the PROXY header
+/// first when the listener expects one, then the TLS handshake on a TLS listener, with the
+/// certificates of the snapshot current at accept time.
 async fn handle(
     stream: TcpStream,
     peer: SocketAddr,
@@ -152,29 +157,60 @@ async fn handle(
 ) {
     // Small requests and responses must not wait for Nagle's algorithm.
     let _ = stream.set_nodelay(true);
-    let tls = {
+    let (acceptor, header_read, expect_header, bind) = {
         let snapshot = shared.state.load();
-        snapshot.acceptors.get(name).cloned().zip(
-            snapshot
-                .route(name)
-                .map(|(conf, _)| conf.timeouts.header_read),
+        let Some((conf, _)) = snapshot.route(name) else {
+            return;
+        };
+        let acceptor = snapshot.acceptors.get(name).cloned();
+        (
+            acceptor,
+            conf.timeouts.header_read,
+            conf.proxy_protocol,
+            conf.bind,
         )
     };
-    match tls {
-        None => serve(stream, "http", peer, name, shared, graceful).await,
-        Some((acceptor, header_read)) => {
+    // One deadline for all that comes before the payload: a client that stalls the PROXY
+    // header and then the handshake must not hold a connection slot twice as long.
+    let deadline = Instant::now() + header_read;
+    let mut addrs = Addresses {
+        client: peer,
+        listener: stream.local_addr().unwrap_or(bind),
+    };
+    let stream = if expect_header {
+        match timeout_at(deadline, proxy_protocol::read_header(stream)).await {
+            Ok(Ok((stream, source))) => {
+                // v1 UNKNOWN and v2 LOCAL announce no one: the peer stays the client.
+                addrs.client = source.unwrap_or(peer);
+                stream
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(listener = %name, client = %peer, error = %e, "PROXY header refused");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(listener = %name, client = %peer, "PROXY header timed out");
+                return;
+            }
+        }
+    } else {
+        Prefixed::new(Bytes::new(), stream)
+    };
+    match acceptor {
+        None => serve(stream, "http", addrs, name, shared, graceful).await,
+        Some(acceptor) => {
             // A client that stalls the handshake is cut off like one that stalls its request
             // head: it must not hold a connection slot for longer.
-            match tokio::time::timeout(header_read, acceptor.accept(stream)).await {
+            match timeout_at(deadline, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => {
                     let tls = crate::tls::CloseAsEof(tls);
-                    serve(tls, "https", peer, name, shared, graceful).await;
+                    serve(tls, "https", addrs, name, shared, graceful).await;
                 }
                 Ok(Err(e)) => {
-                    tracing::debug!(listener = %name, client = %peer, error = %e, "TLS handshake failed");
+                    tracing::debug!(listener = %name, client = %addrs.client, error = %e, "TLS handshake failed");
                 }
                 Err(_) => {
-                    tracing::debug!(listener = %name, client = %peer, "TLS handshake timed out");
+                    tracing::debug!(listener = %name, client = %addrs.client, "TLS handshake timed out");
                 }
             }
         }
@@ -185,7 +221,7 @@ async fn handle(
 async fn serve<I>(
     stream: I,
     proto: &'static str,
-    peer: SocketAddr,
+    addrs: Addresses,
     name: &Arc<str>,
     shared: &Arc<Shared>,
     graceful: &CancellationToken,
@@ -199,13 +235,13 @@ async fn serve<I>(
     match conf.protocol {
         Protocol::Tcp => {
             let started = tokio::time::Instant::now();
-            let s = crate::proxy::tcp::serve(stream, upstream, conf.timeouts.idle).await;
+            let s = crate::proxy::tcp::serve(stream, upstream, conf.timeouts.idle, &addrs).await;
             crate::metrics::bytes(name, s.rx, s.tx);
             if snapshot.config.log.access {
                 tracing::info!(
                     target: "access",
                     listener = %name,
-                    client = %peer,
+                    client = %addrs.client,
                     backend = s.backend.as_deref().unwrap_or("none"),
                     rx = s.rx,
                     tx = s.tx,
@@ -220,7 +256,7 @@ async fn serve<I>(
             drop(snapshot);
             crate::proxy::http::serve(
                 stream,
-                peer,
+                addrs,
                 Arc::clone(name),
                 Arc::clone(shared),
                 graceful.clone(),

@@ -79,6 +79,7 @@ pub struct Listener {
     /// At least 1.
     pub max_connections: usize,
     pub timeouts: ListenerTimeouts,
+    /// Every connection starts with a PROXY protocol v1 or v2 header naming the client.
     pub proxy_protocol: bool,
     pub tls: Option<ListenerTls>,
 }
@@ -91,7 +92,8 @@ pub enum Protocol {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListenerTimeouts {
-    /// http only: the request head must be complete within this time.
+    /// http: the request head must be complete within this time; any listener: the PROXY
+    /// header and the TLS handshake, together.
     pub header_read: Duration,
     /// Closes a connection with no traffic (tcp) or no request in progress (http).
     pub idle: Duration,
@@ -168,7 +170,8 @@ pub struct BackendConf {
     pub weight: u32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The PROXY protocol header fulcrum sends first on each backend connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ProxyProtocol {
     Off,
     V1,

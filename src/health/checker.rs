@@ -16,14 +16,17 @@ use tokio_util::sync::CancellationToken;
 
 use super::SLOW_START_FLOOR;
 use crate::balance::FULL;
-use crate::config::{Check, Health};
+use crate::config::{Check, Health, ProxyProtocol};
 use crate::server::Shared;
 use crate::upstream::{Backend, Trial, Upstream};
 
-/// An active check: `(dial, addr as written, health settings)` to pass or the reason it failed.
+/// An active check: `(dial, addr as written, health settings, send_proxy_protocol)` to pass or
+/// the reason it failed.
 /// A function so that tests can run the checker loop on a paused clock without sockets.
 pub type Probe = Arc<
-    dyn Fn(SocketAddr, Arc<str>, Health) -> BoxFuture<'static, Result<(), String>> + Send + Sync,
+    dyn Fn(SocketAddr, Arc<str>, Health, ProxyProtocol) -> BoxFuture<'static, Result<(), String>>
+        + Send
+        + Sync,
 >;
 
 /// While the backend is missing from the snapshot (a reload is between its swap and the
@@ -59,8 +62,8 @@ impl Default for Checkers {
 impl Checkers {
     /// Checkers that run the real tcp and http probes.
     pub fn new() -> Checkers {
-        Checkers::with_probe(Arc::new(|dial, addr, health| {
-            Box::pin(async move { super::probe(dial, &addr, &health).await })
+        Checkers::with_probe(Arc::new(|dial, addr, health, send| {
+            Box::pin(async move { super::probe(dial, &addr, &health, send).await })
         }))
     }
 
@@ -168,6 +171,7 @@ async fn run(shared: Arc<Shared>, key: Key, probe: Probe) {
         };
         let health = upstream.conf.health.clone();
         let slow_start = upstream.conf.slow_start;
+        let send = upstream.conf.send_proxy_protocol;
         let now = Instant::now();
         if health.check != Check::None && backend.trial() != Trial::Closed {
             upstream.close_trial(index);
@@ -181,7 +185,7 @@ async fn run(shared: Arc<Shared>, key: Key, probe: Probe) {
             () = sleep_until(next_check), if active => {
                 round = round.wrapping_add(1);
                 next_check = Instant::now() + jittered(health.interval, &key.1, round);
-                let result = probe(backend.dial, Arc::clone(&backend.addr), health).await;
+                let result = probe(backend.dial, Arc::clone(&backend.addr), health, send).await;
                 // The probe took a while: a reload may have rebuilt the upstream meanwhile.
                 if let Some((upstream, index)) = locate(&shared, &key) {
                     let reason = result.as_ref().err().map_or("", String::as_str);

@@ -1,4 +1,5 @@
-//! Active probes: a tcp connect, or an HTTP/1.1 `GET` whose status line decides. Written by
+//! Active probes: a tcp connect, or an HTTP/1.1 `GET` whose status line decides, each after
+//! the PROXY header when the upstream sends one. Written by
 //! hand rather than with a client: a check needs one request and the first line of the
 //! answer, nothing more.
 
@@ -8,29 +9,48 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-use crate::config::{Check, Health};
+use crate::config::{Check, Health, ProxyProtocol};
 
 /// Enough for any sane status line; a backend that sends more before a line break fails.
 const MAX_STATUS_LINE: usize = 1024;
 
 /// Checks the backend at `dial` (`addr` as written, sent as `Host`), all within
-/// `health.timeout`. The error is the reason logged when the check marks it down.
-pub async fn probe(dial: SocketAddr, addr: &str, health: &Health) -> Result<(), String> {
+/// `health.timeout`; `send` is the upstream's `send_proxy_protocol`. The error is the reason
+/// logged when the check marks it down.
+pub async fn probe(
+    dial: SocketAddr,
+    addr: &str,
+    health: &Health,
+    send: ProxyProtocol,
+) -> Result<(), String> {
     let kind = match health.check {
         Check::Http => "http check",
         Check::Tcp | Check::None => "tcp check",
     };
-    match timeout(health.timeout, attempt(dial, addr, health)).await {
+    match timeout(health.timeout, attempt(dial, addr, health, send)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(format!("{kind}: {e}")),
         Err(_) => Err(format!("{kind}: timeout")),
     }
 }
 
-async fn attempt(dial: SocketAddr, addr: &str, health: &Health) -> Result<(), String> {
-    let stream = TcpStream::connect(dial)
+async fn attempt(
+    dial: SocketAddr,
+    addr: &str,
+    health: &Health,
+    send: ProxyProtocol,
+) -> Result<(), String> {
+    let mut stream = TcpStream::connect(dial)
         .await
         .map_err(|e| format!("connect: {e}"))?;
+    // A backend that requires the header would refuse the check without one: a check speaks
+    // for no client, so v1 UNKNOWN or v2 LOCAL.
+    if let Some(header) = crate::proxy_protocol::local(send) {
+        stream
+            .write_all(header)
+            .await
+            .map_err(|e| format!("send PROXY header: {e}"))?;
+    }
     match health.check {
         Check::Http => http(stream, addr, &health.path).await,
         Check::Tcp | Check::None => Ok(()),

@@ -57,7 +57,7 @@ struct Fake {
 impl Fake {
     fn probe(&self) -> Probe {
         let me = self.clone();
-        Arc::new(move |_, addr, _| {
+        Arc::new(move |_, addr, _, _| {
             me.calls
                 .lock()
                 .unwrap()

@@ -2,7 +2,6 @@
 //! request goes out on a pooled keep-alive connection. Bodies stream both ways.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -21,6 +20,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::io::{Activity, InProgress, Metered};
 use super::pool::{self, ReqBody, Sender};
+use crate::config::ProxyProtocol;
+use crate::proxy_protocol::Addresses;
 use crate::server::Shared;
 use crate::upstream::{Backend, Lease, Upstream};
 
@@ -33,7 +34,8 @@ pub const MAX_HEADERS: usize = 100;
 /// Per-connection facts every request of the connection needs.
 struct Conn {
     listener: Arc<str>,
-    peer: SocketAddr,
+    /// The client (as a PROXY header in front of fulcrum announced it, if any) and listener.
+    addrs: Addresses,
     /// The client's address as an `X-Forwarded-For` value, made once per connection.
     peer_ip: HeaderValue,
     /// `X-Forwarded-Proto`: "http", or "https" on a TLS listener.
@@ -47,7 +49,7 @@ struct Conn {
 /// HTTP/2: the auto builder serves whichever the client speaks.
 pub async fn serve<I>(
     stream: I,
-    peer: SocketAddr,
+    addrs: Addresses,
     listener: Arc<str>,
     shared: Arc<Shared>,
     graceful: CancellationToken,
@@ -61,11 +63,11 @@ pub async fn serve<I>(
         io: stream,
         activity: Arc::clone(&activity),
     };
-    let peer_ip = HeaderValue::from_str(&peer.ip().to_string())
+    let peer_ip = HeaderValue::from_str(&addrs.client.ip().to_string())
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
     let conn = Arc::new(Conn {
         listener: Arc::clone(&listener),
-        peer,
+        addrs,
         peer_ip,
         proto,
         shared,
@@ -141,7 +143,7 @@ async fn handle(req: Request<Incoming>, conn: &Conn) -> Response<RespBody> {
         tracing::info!(
             target: "access",
             listener = %conn.listener,
-            client = %conn.peer,
+            client = %conn.addrs.client,
             method = %method,
             path = %path,
             status = status.as_u16(),
@@ -166,7 +168,7 @@ async fn forward(
     mut req: Request<Incoming>,
     conn: &Conn,
     upstream: &Upstream,
-) -> Result<(Response<Incoming>, Lease, Option<Sender>), Refusal> {
+) -> Result<(Response<Incoming>, Lease, Option<(pool::Key, Sender)>), Refusal> {
     // hyper enforces this for HTTP/1; HTTP/2 has no field count limit of its own.
     if req.headers().len() > MAX_HEADERS {
         return Err((StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, None));
@@ -185,6 +187,7 @@ async fn forward(
     // response byte: keep what is needed to rebuild it.
     let replay = replayable(&outgoing).then(|| head_of(&outgoing));
     let retries = upstream.conf.retries as usize;
+    let key = pool_key(upstream, &conn.addrs);
     let mut tried: Vec<usize> = Vec::new();
     let mut last: Option<Arc<Backend>> = None;
     loop {
@@ -202,9 +205,9 @@ async fn forward(
         tried.push(lease.index);
         let last_try = tried.len() > retries;
         let backend = &lease.backend;
-        let (mut sender, reused) = match backend.pool.checkout() {
+        let (mut sender, reused) = match backend.pool.checkout(&key) {
             Some(s) => (s, true),
-            None => match connect(&lease, upstream).await {
+            None => match connect(&lease, upstream, &conn.addrs).await {
                 Ok(s) => (s, false),
                 Err(kind) => {
                     fail(upstream, &lease, kind);
@@ -217,7 +220,7 @@ async fn forward(
         };
         let sent = timeout(
             upstream.conf.response_timeout,
-            send(&mut sender, outgoing, reused, &lease, upstream),
+            send(&mut sender, outgoing, reused, &lease, upstream, &conn.addrs),
         )
         .await;
         match sent {
@@ -237,7 +240,7 @@ async fn forward(
                     }
                     return Ok((resp, lease, None));
                 }
-                return Ok((resp, lease, Some(sender)));
+                return Ok((resp, lease, Some((key, sender))));
             }
             Ok(Err(e)) if e.is_user() => {
                 // The client's own body broke (a bad chunk size, or the client went away):
@@ -266,12 +269,15 @@ async fn send(
     reused: bool,
     lease: &Lease,
     upstream: &Upstream,
+    addrs: &Addresses,
 ) -> Result<Response<Incoming>, hyper::Error> {
     match sender.try_send_request(req).await {
         Ok(resp) => Ok(resp),
         Err(mut e) => match (reused, e.take_message()) {
             (true, Some(req)) => {
-                *sender = connect(lease, upstream).await.map_err(|_| e.into_error())?;
+                *sender = connect(lease, upstream, addrs)
+                    .await
+                    .map_err(|_| e.into_error())?;
                 sender.send_request(req).await
             }
             _ => Err(e.into_error()),
@@ -279,10 +285,23 @@ async fn send(
     }
 }
 
+/// Idle connections that may carry this client's requests: with `send_proxy_protocol`, only
+/// those that announced this very client (and listener).
+fn pool_key(upstream: &Upstream, addrs: &Addresses) -> pool::Key {
+    match upstream.conf.send_proxy_protocol {
+        ProxyProtocol::Off => None,
+        version => Some((version, *addrs)),
+    }
+}
+
 /// A fresh connection to the lease's backend (TLS when the upstream says so), within
 /// `connect_timeout`.
-async fn connect(lease: &Lease, upstream: &Upstream) -> Result<Sender, &'static str> {
-    let handshake = match super::connect(&lease.backend, upstream).await? {
+async fn connect(
+    lease: &Lease,
+    upstream: &Upstream,
+    addrs: &Addresses,
+) -> Result<Sender, &'static str> {
+    let handshake = match super::connect(&lease.backend, upstream, addrs).await? {
         // Each kind gets its own hyper connection type: plain TCP pays nothing for TLS.
         tokio_util::either::Either::Left(tcp) => pool::handshake(tcp).await,
         tokio_util::either::Either::Right(tls) => pool::handshake(tls).await,
@@ -371,7 +390,7 @@ fn prepare(req: Request<Incoming>, conn: &Conn, upgrade: bool) -> Option<Request
     // fulcrum answers `Expect: 100-continue` itself, when the body is first read.
     headers.remove(header::EXPECT);
     let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) => HeaderValue::from_str(&format!("{prev}, {}", conn.peer.ip())).ok(),
+        Some(prev) => HeaderValue::from_str(&format!("{prev}, {}", conn.addrs.client.ip())).ok(),
         None => Some(conn.peer_ip.clone()),
     };
     if let Some(v) = xff {
@@ -437,7 +456,7 @@ fn tunnel(client: hyper::upgrade::OnUpgrade, backend: hyper::upgrade::OnUpgrade)
 fn respond(
     mut resp: Response<Incoming>,
     lease: Lease,
-    sender: Option<Sender>,
+    sender: Option<(pool::Key, Sender)>,
     progress: InProgress,
 ) -> Response<RespBody> {
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
@@ -475,15 +494,16 @@ fn local(status: StatusCode, progress: InProgress) -> Response<RespBody> {
 /// What ends with a backend response's body: the connection goes back to the pool, the
 /// in-flight unit is released, the client connection may idle again.
 pub struct Done {
-    sender: Option<Sender>,
+    /// The connection and the pool key it goes back under.
+    sender: Option<(pool::Key, Sender)>,
     lease: Lease,
     _progress: InProgress,
 }
 
 impl Done {
     fn complete(self) {
-        if let Some(sender) = self.sender {
-            self.lease.backend.pool.checkin(sender);
+        if let Some((key, sender)) = self.sender {
+            self.lease.backend.pool.checkin(key, sender);
         }
     }
 }

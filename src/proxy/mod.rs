@@ -8,11 +8,13 @@ pub mod tcp;
 
 use std::sync::Arc;
 
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_rustls::client::TlsStream;
 use tokio_util::either::Either;
 
+use crate::proxy_protocol::Addresses;
 use crate::tls::CloseAsEof;
 use crate::upstream::{Backend, Lease, Upstream};
 
@@ -29,9 +31,10 @@ pub enum DialError {
     Failed { last: Arc<Backend> },
 }
 
-/// Connects to a backend of `upstream`, failing over up to `retries` times. Each failure
-/// counts against its backend; each move to another backend is a failover.
-pub async fn dial(upstream: &Upstream) -> Result<(BackendIo, Lease), DialError> {
+/// Connects to a backend of `upstream` for the client of `addrs`, failing over up to `retries`
+/// times. Each failure counts against its backend; each move to another backend is a
+/// failover.
+pub async fn dial(upstream: &Upstream, addrs: &Addresses) -> Result<(BackendIo, Lease), DialError> {
     let mut tried: Vec<usize> = Vec::new();
     let mut last: Option<Arc<Backend>> = None;
     let attempts = upstream.conf.retries.saturating_add(1);
@@ -43,7 +46,7 @@ pub async fn dial(upstream: &Upstream) -> Result<(BackendIo, Lease), DialError> 
             crate::metrics::failover(&upstream.name);
         }
         tried.push(lease.index);
-        match connect(&lease.backend, upstream).await {
+        match connect(&lease.backend, upstream, addrs).await {
             Ok(stream) => return Ok((stream, lease)),
             Err(kind) => {
                 tracing::debug!(upstream = %upstream.name, backend = %lease.backend.addr, kind, "connect failed");
@@ -59,16 +62,28 @@ pub async fn dial(upstream: &Upstream) -> Result<(BackendIo, Lease), DialError> 
     }
 }
 
-/// One connection attempt, the TLS handshake included, within `connect_timeout`; the error
-/// is the failure `kind` label. A backend certificate that fails verification is a
-/// `connect` failure, so the request fails over as for a refused connection.
-pub async fn connect(backend: &Backend, upstream: &Upstream) -> Result<BackendIo, &'static str> {
+/// One connection attempt, the PROXY header (with `send_proxy_protocol`, naming `addrs`) and
+/// the TLS handshake included, within `connect_timeout`; the error is the failure `kind`
+/// label. A backend certificate that fails verification is a `connect` failure, so the
+/// request fails over as for a refused connection.
+pub async fn connect(
+    backend: &Backend,
+    upstream: &Upstream,
+    addrs: &Addresses,
+) -> Result<BackendIo, &'static str> {
     let attempt = async {
-        let stream = TcpStream::connect(backend.dial)
+        let mut stream = TcpStream::connect(backend.dial)
             .await
             .map_err(|_| "connect")?;
         // Small requests and responses must not wait for Nagle's algorithm.
         let _ = stream.set_nodelay(true);
+        // The header comes before anything else, TLS included: the backend reads it off the
+        // raw connection, as fulcrum does on a listener.
+        if let Some(header) =
+            crate::proxy_protocol::header(upstream.conf.send_proxy_protocol, addrs)
+        {
+            stream.write_all(&header).await.map_err(|_| "connect")?;
+        }
         if upstream.tls.is_none() {
             return Ok(Either::Left(stream));
         }

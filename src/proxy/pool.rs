@@ -1,6 +1,8 @@
-//! Keep-alive HTTP/1.1 connections to one backend: a bounded stack of idle senders, newest
-//! first (a warm connection is least likely to have been closed by the backend).
+//! Keep-alive HTTP/1.1 connections to one backend: bounded stacks of idle senders, newest
+//! first (a warm connection is least likely to have been closed by the backend), one stack
+//! shared by all clients and one per client announced by a PROXY header.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -11,6 +13,9 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
+
+use crate::config::ProxyProtocol;
+use crate::proxy_protocol::Addresses;
 
 /// The body fulcrum sends to backends: the client's, or none (a retried bodiless request).
 pub type ReqBody = Either<Incoming, Empty<Bytes>>;
@@ -27,37 +32,85 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 /// A connection's sender, ready for one request.
 pub type Sender = SendRequest<ReqBody>;
 
+/// Which idle connections a request may take. `None`: a connection any client may use.
+/// `Some`: one that began with a PROXY header announcing these addresses; the backend takes
+/// every request on it as that client's, so it must carry no one else's.
+pub type Key = Option<(ProxyProtocol, Addresses)>;
+
 #[derive(Debug, Default)]
 pub struct Pool {
-    idle: Mutex<Vec<(Sender, Instant)>>,
+    idle: Mutex<Idle>,
+}
+
+#[derive(Debug, Default)]
+struct Idle {
+    by_key: HashMap<Key, Vec<(Sender, Instant)>>,
+    /// Connections held across all keys, at most `MAX_IDLE`.
+    count: usize,
+    /// The last sweep of expired connections: a client that left never asks for its own
+    /// connections again, so they are dropped by a sweep rather than a checkout.
+    swept: Option<Instant>,
+}
+
+impl Idle {
+    /// Drops closed and expired connections of every key.
+    fn sweep(&mut self, now: Instant) {
+        self.by_key.retain(|_, list| {
+            list.retain(|(s, since)| {
+                !s.is_closed() && now.saturating_duration_since(*since) < IDLE_TIMEOUT
+            });
+            !list.is_empty()
+        });
+        self.count = self.by_key.values().map(Vec::len).sum();
+        self.swept = Some(now);
+    }
 }
 
 impl Pool {
-    /// The most recently returned idle connection that is still open and not expired.
-    pub fn checkout(&self) -> Option<Sender> {
+    /// The most recently returned idle connection for `key` that is still open and not
+    /// expired.
+    pub fn checkout(&self, key: &Key) -> Option<Sender> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        while let Some((sender, since)) = idle.pop() {
+        let list = idle.by_key.get_mut(key)?;
+        let mut found = None;
+        let mut taken = 0;
+        while let Some((sender, since)) = list.pop() {
+            taken += 1;
             if !sender.is_closed() && sender.is_ready() && since.elapsed() < IDLE_TIMEOUT {
-                return Some(sender);
+                found = Some(sender);
+                break;
             }
         }
-        None
+        if list.is_empty() {
+            idle.by_key.remove(key);
+        }
+        idle.count = idle.count.saturating_sub(taken);
+        found
     }
 
-    /// Returns a connection whose exchange completed.
-    pub fn checkin(&self, sender: Sender) {
+    /// Returns a connection whose exchange completed, under the key it was checked out by.
+    pub fn checkin(&self, key: Key, sender: Sender) {
         if sender.is_closed() {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        if idle.len() < MAX_IDLE {
-            idle.push((sender, Instant::now()));
+        let now = Instant::now();
+        if idle.count >= MAX_IDLE
+            || idle
+                .swept
+                .is_none_or(|t| now.saturating_duration_since(t) >= IDLE_TIMEOUT)
+        {
+            idle.sweep(now);
+        }
+        if idle.count < MAX_IDLE {
+            idle.by_key.entry(key).or_default().push((sender, now));
+            idle.count += 1;
         }
     }
 
     /// Idle connections held now.
     pub fn idle_count(&self) -> usize {
-        self.idle.lock().map_or(0, |v| v.len())
+        self.idle.lock().map_or(0, |v| v.count)
     }
 }
 

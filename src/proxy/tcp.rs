@@ -9,6 +9,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::DialError;
 use super::io::{Activity, Metered};
+use crate::proxy_protocol::Addresses;
 use crate::upstream::Upstream;
 
 /// Buffer per direction: large enough that bulk transfers make few syscalls, small enough
@@ -34,12 +35,12 @@ pub struct Session {
 }
 
 /// Proxies one client connection (plain TCP, or the plaintext side of TLS) to a backend of
-/// `upstream`.
-pub async fn serve<C>(client: C, upstream: &Upstream, idle: Duration) -> Session
+/// `upstream`; `addrs` is what a PROXY header to the backend announces.
+pub async fn serve<C>(client: C, upstream: &Upstream, idle: Duration, addrs: &Addresses) -> Session
 where
     C: AsyncRead + AsyncWrite + Unpin,
 {
-    let (mut backend, lease) = match super::dial(upstream).await {
+    let (mut backend, lease) = match super::dial(upstream, addrs).await {
         Ok(ok) => ok,
         Err(e) => {
             if let DialError::NoHealthy = e {
