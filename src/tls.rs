@@ -196,8 +196,14 @@ impl ClientTls {
     fn name_for(&self, backend: &Backend) -> io::Result<ServerName<'static>> {
         match &self.server_name {
             Some(n) => Ok(n.clone()),
-            None => host_name(&backend.addr),
+            None => host_name(&backend.host),
         }
+    }
+
+    /// What an http health check of `backend` needs to speak TLS to it, verified as the
+    /// proxy's own connections are.
+    pub fn target(&self, backend: &Backend) -> io::Result<(TlsConnector, ServerName<'static>)> {
+        Ok((self.connector.clone(), self.name_for(backend)?))
     }
 }
 
@@ -219,11 +225,11 @@ pub async fn connect_tls(
     tls.connector.connect(name, stream).await
 }
 
-/// The host of a backend `addr` as written (`host:port`, `[v6]:port`) as a TLS name: an IP
-/// address is checked against the certificate's IP entries, a DNS name against its names.
-fn host_name(addr: &str) -> io::Result<ServerName<'static>> {
-    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
-    let host = host.trim_start_matches('[').trim_end_matches(']');
+/// A backend's host (as the config split it off its `addr`: no port, no brackets) as a TLS
+/// name: an IP address is checked against the certificate's IP entries, a DNS name against
+/// its names. The host, not the backend's label: a name standing for several addresses
+/// labels each `NAME:PORT/IP:PORT`, and its certificate still names `NAME`.
+fn host_name(host: &str) -> io::Result<ServerName<'static>> {
     ServerName::try_from(host.to_owned())
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
 }
@@ -326,17 +332,17 @@ mod tests {
 
     #[test]
     fn backend_host_becomes_the_tls_name() {
-        let dns = host_name("app.internal:8443").expect("dns name");
+        let dns = host_name("app.internal").expect("dns name");
         assert!(matches!(dns, ServerName::DnsName(ref n) if n.as_ref() == "app.internal"));
-        let v4 = host_name("127.0.0.1:443").expect("ip");
+        let v4 = host_name("127.0.0.1").expect("ip");
         assert!(
             matches!(v4, ServerName::IpAddress(_)),
             "an IP is checked as an IP"
         );
-        let v6 = host_name("[::1]:443").expect("ip");
+        let v6 = host_name("::1").expect("ip");
         assert!(
             matches!(v6, ServerName::IpAddress(_)),
-            "brackets are not part of the name"
+            "an IPv6 address is checked as an IP"
         );
     }
 }

@@ -28,6 +28,12 @@ pub struct Backend {
     pub addr: Arc<str>,
     /// Where fulcrum connects.
     pub dial: SocketAddr,
+    /// The backend's `addr` exactly as written in the config (also for a name that stands for
+    /// several backends): the `Host` of http checks.
+    pub written: Arc<str>,
+    /// The host part of `written` (no port, no brackets): the TLS name when the upstream sets
+    /// no `server_name`.
+    pub host: Arc<str>,
     pub weight: AtomicU32,
     /// Outstanding requests (http) or open sessions (tcp): the load numerator R.
     pub in_flight: AtomicU64,
@@ -67,10 +73,11 @@ impl Backend {
     fn carry_or_new(
         upstream: &Arc<str>,
         previous: Option<&Upstream>,
+        conf: &config::BackendConf,
         label: String,
         dial: SocketAddr,
-        weight: u32,
     ) -> Arc<Backend> {
+        let weight = conf.weight;
         let kept = previous.and_then(|p| {
             p.backends
                 .iter()
@@ -84,6 +91,8 @@ impl Backend {
             upstream: Arc::clone(upstream),
             addr: Arc::from(label),
             dial,
+            written: Arc::from(conf.addr.as_str()),
+            host: Arc::from(conf.host.as_str()),
             weight: AtomicU32::new(weight),
             in_flight: AtomicU64::new(0),
             requests: AtomicU64::new(0),
@@ -215,9 +224,7 @@ impl Upstream {
                 });
             }
             for (label, dial) in expanded {
-                backends.push(Backend::carry_or_new(
-                    &name, previous, label, dial, b.weight,
-                ));
+                backends.push(Backend::carry_or_new(&name, previous, b, label, dial));
                 weights.push(b.weight);
             }
         }
@@ -292,6 +299,9 @@ impl Upstream {
             }
             if backend.move_trial(Trial::Open, Trial::Taken) {
                 self.balancer.set_healthy(index, false);
+                // The checker re-opens a trial that is never decided (a client that went
+                // away, a session that neither failed nor ended): it must know it was taken.
+                backend.changed.notify_one();
                 break (index, backend);
             }
             // Another request took the trial a moment ago: look elsewhere.

@@ -574,3 +574,64 @@ async fn a_bare_lf_head_is_refused_or_normalised() {
         "{reply}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodiless_responses_return_their_connection_to_the_pool() {
+    let a = http_backend("a").await;
+    let (_f, addr) = start(&[a.addr], "", "").await;
+    let mut c = Client::connect(addr).await;
+    for _ in 0..50 {
+        assert_eq!(c.request("HEAD", "/", b"").await.status, 200);
+        assert_eq!(c.request("GET", "/204", b"").await.status, 204);
+    }
+    let conns = a.connections.load(Ordering::Relaxed);
+    assert!(
+        conns <= 3,
+        "HEAD and 204 answers must not cost a backend connection each: {conns}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_coding_other_than_chunked_is_501() {
+    let a = http_backend("a").await;
+    let (_f, addr) = start(&[a.addr], "", "").await;
+    let reply = raw(
+        addr,
+        b"POST /count HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 501"), "{reply}");
+    assert_eq!(
+        a.requests.load(Ordering::Relaxed),
+        0,
+        "nothing reaches the backend"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_cookie_fields_reach_an_http1_backend_as_one() {
+    use http_body_util::BodyExt;
+    let a = http_backend("a").await;
+    let (_f, addr) = start(&[a.addr], "", "").await;
+    // h2c with prior knowledge: the listener serves HTTP/2 without TLS too.
+    let s = TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(s),
+    )
+    .await
+    .expect("h2 handshake");
+    tokio::spawn(conn);
+    let req = hyper::Request::builder()
+        .uri("http://fulcrum.test/headers")
+        .header("cookie", "a=1")
+        .header("cookie", "b=2")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .expect("request");
+    let resp = sender.send_request(req).await.expect("h2 request");
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    let seen = String::from_utf8_lossy(&body).to_ascii_lowercase();
+    assert!(seen.contains("cookie: a=1; b=2\n"), "{seen}");
+    assert_eq!(seen.matches("cookie:").count(), 1, "{seen}");
+}

@@ -137,3 +137,41 @@ async fn the_drain_deadline_cuts_off_what_is_left_and_still_exits_0() {
     );
     assert!(f.log().contains("drain deadline reached"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_websocket_tunnel_is_drained_like_a_request() {
+    let a = http_backend("a").await;
+    let port = free_port();
+    let mut f = Fulcrum::start(&config(port, a.addr, "shutdown_timeout = \"20s\""));
+    let mut s = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    )
+    .await
+    .expect("upgrade");
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        assert_eq!(s.read(&mut b).await.expect("read"), 1);
+        head.push(b[0]);
+    }
+    f.signal(libc::SIGTERM);
+    f.wait_for_log("stopped accepting");
+    s.write_all(b"still here")
+        .await
+        .expect("write during drain");
+    let mut back = [0u8; 10];
+    s.read_exact(&mut back).await.expect("echo during drain");
+    assert_eq!(
+        &back, b"still here",
+        "the tunnel keeps working while draining"
+    );
+    assert!(
+        f.child.try_wait().expect("try_wait").is_none(),
+        "fulcrum waits for the open tunnel"
+    );
+    drop(s);
+    assert_eq!(f.wait_exit(), Some(0));
+}

@@ -669,3 +669,52 @@ async fn a_reload_serves_the_new_certificate_and_keeps_open_connections() {
         .expect("a connection opened before the reload keeps working");
     assert_eq!(resp.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_checks_of_a_tls_upstream_speak_verified_tls() {
+    let dir = temp_dir("tls-check");
+    let ca = Ca::new();
+    let other_ca = Ca::new();
+    let good = tls_backend(&ca.leaf(&["127.0.0.1"]), "verified").await;
+    let untrusted = tls_backend(&other_ca.leaf(&["127.0.0.1"]), "untrusted").await;
+    let ca_path = ca.write(&dir);
+    let upstream_tls = format!("[upstream.app.tls]\nca = '{}'\n", ca_path.display());
+    let port = free_port();
+    let admin = free_port();
+    let text = config(port, "http", "", &[good, untrusted], &upstream_tls)
+        .replace(
+            "check = \"none\"",
+            "check = \"http\"\ninterval = \"100ms\"\nunhealthy_threshold = 1",
+        )
+        .replace(
+            "[log]",
+            &format!("[admin]\nbind = \"127.0.0.1:{admin}\"\n\n[log]"),
+        );
+    let f = Fulcrum::start(&text);
+    // The untrusted backend's check fails its verification: checks do run over TLS.
+    f.wait_for_log(&format!("backend down upstream=app addr={untrusted}"));
+    let passed = format!(
+        "fulcrum_health_checks_total{{upstream=\"app\",backend=\"{good}\",result=\"pass\"}} "
+    );
+    support::wait_for_async("three passing checks of the verified backend", || async {
+        let m = support::get(([127, 0, 0, 1], admin).into(), "/metrics").await;
+        let n: f64 = m
+            .text()
+            .lines()
+            .find_map(|l| l.strip_prefix(passed.as_str()))?
+            .trim()
+            .parse()
+            .ok()?;
+        (n >= 3.0).then_some(())
+    })
+    .await;
+    let r = support::get(proxy(port), "/").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "verified");
+    assert!(
+        !f.log()
+            .contains(&format!("backend down upstream=app addr={good}")),
+        "the verified backend passes its http checks over TLS: {}",
+        f.log()
+    );
+}

@@ -6,7 +6,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -16,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::SLOW_START_FLOOR;
 use crate::balance::FULL;
-use crate::config::{Check, Health, ProxyProtocol};
+use crate::config::{Check, Health};
 use crate::server::Shared;
 use crate::upstream::{Backend, Trial, Upstream};
 
@@ -24,9 +23,7 @@ use crate::upstream::{Backend, Trial, Upstream};
 /// the reason it failed.
 /// A function so that tests can run the checker loop on a paused clock without sockets.
 pub type Probe = Arc<
-    dyn Fn(SocketAddr, Arc<str>, Health, ProxyProtocol) -> BoxFuture<'static, Result<(), String>>
-        + Send
-        + Sync,
+    dyn Fn(super::probe::Target, Health) -> BoxFuture<'static, Result<(), String>> + Send + Sync,
 >;
 
 /// While the backend is missing from the snapshot (a reload is between its swap and the
@@ -62,8 +59,8 @@ impl Default for Checkers {
 impl Checkers {
     /// Checkers that run the real tcp and http probes.
     pub fn new() -> Checkers {
-        Checkers::with_probe(Arc::new(|dial, addr, health, send| {
-            Box::pin(async move { super::probe(dial, &addr, &health, send).await })
+        Checkers::with_probe(Arc::new(|target, health| {
+            Box::pin(async move { super::probe(target, &health).await })
         }))
     }
 
@@ -171,7 +168,23 @@ async fn run(shared: Arc<Shared>, key: Key, probe: Probe) {
         };
         let health = upstream.conf.health.clone();
         let slow_start = upstream.conf.slow_start;
-        let send = upstream.conf.send_proxy_protocol;
+        let tls = match &upstream.tls {
+            Some(t) => match t.target(&backend) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    tracing::debug!(addr = %backend.addr, error = %e, "no TLS name for checks");
+                    None
+                }
+            },
+            None => None,
+        };
+        let target = super::probe::Target {
+            dial: backend.dial,
+            label: Arc::clone(&backend.addr),
+            host: Arc::clone(&backend.written),
+            send: upstream.conf.send_proxy_protocol,
+            tls,
+        };
         let now = Instant::now();
         if health.check != Check::None && backend.trial() != Trial::Closed {
             upstream.close_trial(index);
@@ -185,7 +198,7 @@ async fn run(shared: Arc<Shared>, key: Key, probe: Probe) {
             () = sleep_until(next_check), if active => {
                 round = round.wrapping_add(1);
                 next_check = Instant::now() + jittered(health.interval, &key.1, round);
-                let result = probe(backend.dial, Arc::clone(&backend.addr), health, send).await;
+                let result = probe(target, health).await;
                 // The probe took a while: a reload may have rebuilt the upstream meanwhile.
                 if let Some((upstream, index)) = locate(&shared, &key) {
                     let reason = result.as_ref().err().map_or("", String::as_str);

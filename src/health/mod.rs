@@ -13,7 +13,7 @@ mod probe;
 mod tracker;
 
 pub use checker::{Checkers, Probe};
-pub use probe::probe;
+pub use probe::{Target, probe};
 pub use tracker::Tracker;
 
 /// Slow start begins at 10% of a backend's weight (SPEC.md), in permille.

@@ -4,60 +4,77 @@
 //! answer, nothing more.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
+use tokio_rustls::TlsConnector;
 
 use crate::config::{Check, Health, ProxyProtocol};
 
 /// Enough for any sane status line; a backend that sends more before a line break fails.
 const MAX_STATUS_LINE: usize = 1024;
 
-/// Checks the backend at `dial` (`addr` as written, sent as `Host`), all within
-/// `health.timeout`; `send` is the upstream's `send_proxy_protocol`. The error is the reason
-/// logged when the check marks it down.
-pub async fn probe(
-    dial: SocketAddr,
-    addr: &str,
-    health: &Health,
-    send: ProxyProtocol,
-) -> Result<(), String> {
+/// Where and how to check one backend.
+pub struct Target {
+    pub dial: SocketAddr,
+    /// The backend's label, for logs and tests.
+    pub label: Arc<str>,
+    /// The `Host` of an http check: the backend's `addr` as written.
+    pub host: Arc<str>,
+    /// The upstream's `send_proxy_protocol`.
+    pub send: ProxyProtocol,
+    /// With `[upstream.NAME.tls]`: http checks speak TLS, verified as live traffic is.
+    pub tls: Option<(TlsConnector, ServerName<'static>)>,
+}
+
+/// Checks `target`, all within `health.timeout`. The error is the reason logged when the
+/// check marks it down.
+pub async fn probe(target: Target, health: &Health) -> Result<(), String> {
     let kind = match health.check {
         Check::Http => "http check",
         Check::Tcp | Check::None => "tcp check",
     };
-    match timeout(health.timeout, attempt(dial, addr, health, send)).await {
+    match timeout(health.timeout, attempt(target, health)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(format!("{kind}: {e}")),
         Err(_) => Err(format!("{kind}: timeout")),
     }
 }
 
-async fn attempt(
-    dial: SocketAddr,
-    addr: &str,
-    health: &Health,
-    send: ProxyProtocol,
-) -> Result<(), String> {
-    let mut stream = TcpStream::connect(dial)
+async fn attempt(target: Target, health: &Health) -> Result<(), String> {
+    let mut stream = TcpStream::connect(target.dial)
         .await
         .map_err(|e| format!("connect: {e}"))?;
     // A backend that requires the header would refuse the check without one: a check speaks
     // for no client, so v1 UNKNOWN or v2 LOCAL.
-    if let Some(header) = crate::proxy_protocol::local(send) {
+    if let Some(header) = crate::proxy_protocol::local(target.send) {
         stream
             .write_all(header)
             .await
             .map_err(|e| format!("send PROXY header: {e}"))?;
     }
-    match health.check {
-        Check::Http => http(stream, addr, &health.path).await,
-        Check::Tcp | Check::None => Ok(()),
+    match (health.check, target.tls) {
+        (Check::Http, None) => http(stream, &target.host, &health.path).await,
+        (Check::Http, Some((connector, name))) => {
+            let tls = connector
+                .connect(name, stream)
+                .await
+                .map_err(|e| format!("tls: {e}"))?;
+            http(tls, &target.host, &health.path).await
+        }
+        // A tcp check only connects: whether the backend's certificate verifies shows on the
+        // first live connection, which fails over and counts against it.
+        (Check::Tcp | Check::None, _) => Ok(()),
     }
 }
 
-async fn http(mut stream: TcpStream, host: &str, path: &str) -> Result<(), String> {
+async fn http<S>(mut stream: S, host: &str, path: &str) -> Result<(), String>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: fulcrum-health\r\nConnection: close\r\n\r\n"
     );

@@ -57,11 +57,11 @@ struct Fake {
 impl Fake {
     fn probe(&self) -> Probe {
         let me = self.clone();
-        Arc::new(move |_, addr, _, _| {
+        Arc::new(move |target, _| {
             me.calls
                 .lock()
                 .unwrap()
-                .push((addr.to_string(), Instant::now()));
+                .push((target.label.to_string(), Instant::now()));
             let fail = me.failing.load(Ordering::SeqCst);
             Box::pin(async move {
                 if fail {

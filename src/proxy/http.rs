@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -17,6 +18,7 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::io::{Activity, InProgress, Metered};
 use super::pool::{self, ReqBody, Sender};
@@ -42,6 +44,13 @@ struct Conn {
     proto: &'static str,
     shared: Arc<Shared>,
     activity: Arc<Activity>,
+    /// WebSocket (upgrade) tunnels of this connection: the connection task waits for them, so
+    /// they keep its connection permit and count, and end when it is cut off.
+    tunnels: TaskTracker,
+    /// Cancelled when the connection task ends or is cut off: tunnels stop with it.
+    stop: CancellationToken,
+    /// The listener's `idle`, which also ends a silent tunnel.
+    idle: Duration,
 }
 
 /// Serves one client connection until it closes, idles out, or the listener drains. `stream`
@@ -65,6 +74,10 @@ pub async fn serve<I>(
     };
     let peer_ip = HeaderValue::from_str(&addrs.client.ip().to_string())
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+    let stop = CancellationToken::new();
+    // Dropped with this future, also when the drain deadline cuts the connection off.
+    let _stop_tunnels = stop.clone().drop_guard();
+    let tunnels = TaskTracker::new();
     let conn = Arc::new(Conn {
         listener: Arc::clone(&listener),
         addrs,
@@ -72,6 +85,9 @@ pub async fn serve<I>(
         proto,
         shared,
         activity: Arc::clone(&activity),
+        tunnels: tunnels.clone(),
+        stop,
+        idle: timeouts.idle,
     });
     let service = hyper::service::service_fn(move |req| {
         let conn = Arc::clone(&conn);
@@ -103,6 +119,8 @@ pub async fn serve<I>(
             let _ = served.as_mut().await;
         }
     }
+    tunnels.close();
+    tunnels.wait().await;
     crate::metrics::bytes(
         &listener,
         activity.read.load(Ordering::Relaxed),
@@ -125,9 +143,9 @@ async fn handle(req: Request<Incoming>, conn: &Conn) -> Response<RespBody> {
         .access
         .then(|| (req.method().clone(), req.uri().path().to_owned()));
     let (resp, backend) = match forward(req, conn, upstream).await {
-        Ok((resp, lease, sender)) => {
-            let backend = Arc::clone(&lease.backend);
-            (respond(resp, lease, sender, in_progress), Some(backend))
+        Ok(f) => {
+            let backend = Arc::clone(&f.backend);
+            (respond(f, in_progress), Some(backend))
         }
         Err((status, last)) => (local(status, in_progress), last),
     };
@@ -162,13 +180,31 @@ async fn handle(req: Request<Incoming>, conn: &Conn) -> Response<RespBody> {
 /// What fulcrum answers itself, and the last backend tried (the `backend` label of a 502).
 type Refusal = (StatusCode, Option<Arc<Backend>>);
 
+/// A backend's answer and what it holds until its body is done.
+struct Forwarded {
+    resp: Response<Incoming>,
+    backend: Arc<Backend>,
+    /// `None` for a `101`: the tunnel holds the lease.
+    lease: Option<Lease>,
+    /// The connection and the pool key it goes back under (`None` for a `101`).
+    pooled: Option<(pool::Key, Sender)>,
+}
+
+/// What became of one attempt to send on a backend connection.
+enum Sent {
+    Response(Response<Incoming>),
+    /// The request never left (no usable connection): safe to send elsewhere, any method.
+    Unsent(Request<ReqBody>, &'static str),
+    Failed(hyper::Error),
+}
+
 /// Sends the request to a backend, failing over as SPEC.md allows. The error is the status
 /// fulcrum answers itself: all error-to-status mapping is here.
 async fn forward(
     mut req: Request<Incoming>,
     conn: &Conn,
     upstream: &Upstream,
-) -> Result<(Response<Incoming>, Lease, Option<(pool::Key, Sender)>), Refusal> {
+) -> Result<Forwarded, Refusal> {
     // hyper enforces this for HTTP/1; HTTP/2 has no field count limit of its own.
     if req.headers().len() > MAX_HEADERS {
         return Err((StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, None));
@@ -180,13 +216,12 @@ async fn forward(
     }
     let upgrade = is_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let Some(mut outgoing) = prepare(req, conn, upgrade) else {
-        return Err((StatusCode::BAD_REQUEST, None));
-    };
-    // A bodiless idempotent request can be sent again if the connection breaks before any
-    // response byte: keep what is needed to rebuild it.
-    let replay = replayable(&outgoing).then(|| head_of(&outgoing));
+    let mut outgoing = prepare(req, conn, upgrade).map_err(|status| (status, None))?;
     let retries = upstream.conf.retries as usize;
+    // A bodiless idempotent request can be sent again if the connection breaks before any
+    // response byte: keep what is needed to rebuild it, when there is anywhere to send it.
+    let replay = (retries > 0 && upstream.backends.len() > 1 && replayable(&outgoing))
+        .then(|| head_of(&outgoing));
     let key = pool_key(upstream, &conn.addrs);
     let mut tried: Vec<usize> = Vec::new();
     let mut last: Option<Arc<Backend>> = None;
@@ -205,13 +240,19 @@ async fn forward(
         tried.push(lease.index);
         let last_try = tried.len() > retries;
         let backend = &lease.backend;
-        let (mut sender, reused) = match backend.pool.checkout(&key) {
-            Some(s) => (s, true),
+        let pooled = match backend.pool.checkout(&key) {
+            // A connection returned the moment its response ended may still be settling.
+            Some(mut s) => s.ready().await.is_ok().then_some(s),
+            None => None,
+        };
+        let reused = pooled.is_some();
+        let mut sender = match pooled {
+            Some(s) => s,
             None => match connect(&lease, upstream, &conn.addrs).await {
-                Ok(s) => (s, false),
+                Ok(s) => s,
                 Err(kind) => {
                     fail(upstream, &lease, kind);
-                    if last_try {
+                    if last_try || kind == super::LOCAL {
                         return Err((StatusCode::BAD_GATEWAY, last));
                     }
                     continue;
@@ -228,27 +269,51 @@ async fn forward(
                 fail(upstream, &lease, "timeout");
                 return Err((StatusCode::GATEWAY_TIMEOUT, last));
             }
-            Ok(Ok(mut resp)) => {
+            Ok(Sent::Unsent(req, kind)) => {
+                fail(upstream, &lease, kind);
+                if last_try || kind == super::LOCAL {
+                    return Err((StatusCode::BAD_GATEWAY, last));
+                }
+                outgoing = req;
+            }
+            Ok(Sent::Response(mut resp)) => {
                 if matches!(resp.status().as_u16(), 502..=504) {
                     upstream.record_failure(lease.index, "status");
                 } else {
                     upstream.record_success(lease.index);
                 }
+                let backend = Arc::clone(&lease.backend);
                 if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                     if let Some(client) = client_upgrade {
-                        tunnel(client, hyper::upgrade::on(&mut resp));
+                        tunnel(conn, client, hyper::upgrade::on(&mut resp), lease);
+                        return Ok(Forwarded {
+                            resp,
+                            backend,
+                            lease: None,
+                            pooled: None,
+                        });
                     }
-                    return Ok((resp, lease, None));
+                    return Ok(Forwarded {
+                        resp,
+                        backend,
+                        lease: Some(lease),
+                        pooled: None,
+                    });
                 }
-                return Ok((resp, lease, Some((key, sender))));
+                return Ok(Forwarded {
+                    resp,
+                    backend,
+                    lease: Some(lease),
+                    pooled: Some((key, sender)),
+                });
             }
-            Ok(Err(e)) if e.is_user() => {
+            Ok(Sent::Failed(e)) if e.is_user() => {
                 // The client's own body broke (a bad chunk size, or the client went away):
                 // the backend is not at fault, and the request cannot be completed.
                 tracing::debug!(error = %e, "client request body failed");
                 return Err((StatusCode::BAD_REQUEST, last));
             }
-            Ok(Err(e)) => {
+            Ok(Sent::Failed(e)) => {
                 fail(upstream, &lease, "reset");
                 tracing::debug!(upstream = %upstream.name, backend = %backend.addr, error = %e, "backend exchange failed");
                 match (&replay, last_try) {
@@ -260,9 +325,9 @@ async fn forward(
     }
 }
 
-/// Sends on `sender`; a reused connection found closed before the request was written is
-/// replaced by a fresh one to the same backend (the backend closed an idle connection; the
-/// request never left, so this is safe for every method and is no failover).
+/// Sends on `sender`. A reused connection found closed before the request was written is
+/// replaced by a fresh one to the same backend (the backend closed an idle connection: no
+/// failover); a request that never left comes back as `Unsent`, for any method.
 async fn send(
     sender: &mut Sender,
     req: Request<ReqBody>,
@@ -270,17 +335,24 @@ async fn send(
     lease: &Lease,
     upstream: &Upstream,
     addrs: &Addresses,
-) -> Result<Response<Incoming>, hyper::Error> {
+) -> Sent {
+    let req = match sender.try_send_request(req).await {
+        Ok(resp) => return Sent::Response(resp),
+        Err(mut e) => match e.take_message() {
+            Some(req) if reused => req,
+            Some(req) => return Sent::Unsent(req, "connect"),
+            None => return Sent::Failed(e.into_error()),
+        },
+    };
+    *sender = match connect(lease, upstream, addrs).await {
+        Ok(s) => s,
+        Err(kind) => return Sent::Unsent(req, kind),
+    };
     match sender.try_send_request(req).await {
-        Ok(resp) => Ok(resp),
-        Err(mut e) => match (reused, e.take_message()) {
-            (true, Some(req)) => {
-                *sender = connect(lease, upstream, addrs)
-                    .await
-                    .map_err(|_| e.into_error())?;
-                sender.send_request(req).await
-            }
-            _ => Err(e.into_error()),
+        Ok(resp) => Sent::Response(resp),
+        Err(mut e) => match e.take_message() {
+            Some(req) => Sent::Unsent(req, "connect"),
+            None => Sent::Failed(e.into_error()),
         },
     }
 }
@@ -309,7 +381,12 @@ async fn connect(
     handshake.map_err(|_| "connect")
 }
 
+/// Counts a failed exchange against the lease's backend; a local shortage (no descriptors
+/// or ports) is not the backend's fault.
 fn fail(upstream: &Upstream, lease: &Lease, kind: &'static str) {
+    if kind == super::LOCAL {
+        return;
+    }
     crate::metrics::backend_failure(&upstream.name, &lease.backend.addr, kind);
     upstream.record_failure(lease.index, kind);
 }
@@ -362,13 +439,27 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Turns the client's request into the one the backend gets; `None` when it is ambiguous
 /// (both `Content-Length` and `Transfer-Encoding`: the smuggling shape, refused with 400).
-fn prepare(req: Request<Incoming>, conn: &Conn, upgrade: bool) -> Option<Request<ReqBody>> {
+fn prepare(
+    req: Request<Incoming>,
+    conn: &Conn,
+    upgrade: bool,
+) -> Result<Request<ReqBody>, StatusCode> {
     let (mut parts, body) = req.into_parts();
     let headers = &mut parts.headers;
-    if headers.contains_key(header::TRANSFER_ENCODING)
-        && headers.contains_key(header::CONTENT_LENGTH)
-    {
-        return None;
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        if headers.contains_key(header::CONTENT_LENGTH) {
+            return Err(StatusCode::BAD_REQUEST);
+        }
+        // hyper decodes the final `chunked`; any coding before it (gzip, ...) fulcrum would
+        // pass on unannounced once Transfer-Encoding is dropped as hop-by-hop.
+        if !only_chunked(headers) {
+            return Err(StatusCode::NOT_IMPLEMENTED);
+        }
+    }
+    // HTTP/2 clients split cookies into several fields; an HTTP/1.1 backend expects one
+    // (RFC 9113 §8.2.3).
+    if parts.version == Version::HTTP_2 {
+        join_cookies(headers);
     }
     let upgrade_to = upgrade
         .then(|| headers.get(header::UPGRADE).cloned())
@@ -383,7 +474,7 @@ fn prepare(req: Request<Incoming>, conn: &Conn, upgrade: bool) -> Option<Request
     }
     if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        parts.uri = Uri::try_from(path).ok()?;
+        parts.uri = Uri::try_from(path).map_err(|_| StatusCode::BAD_REQUEST)?;
     }
     parts.version = Version::HTTP_11;
     strip_hop_by_hop(headers);
@@ -404,7 +495,33 @@ fn prepare(req: Request<Incoming>, conn: &Conn, upgrade: bool) -> Option<Request
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, to);
     }
-    Some(Request::from_parts(parts, Either::Left(body)))
+    Ok(Request::from_parts(parts, Either::Left(body)))
+}
+
+/// True when `Transfer-Encoding` names exactly one coding, `chunked`.
+fn only_chunked(headers: &HeaderMap) -> bool {
+    let mut codings = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|c| !c.is_empty());
+    matches!((codings.next(), codings.next()), (Some(c), None) if c.eq_ignore_ascii_case(b"chunked"))
+}
+
+/// Joins several `cookie` fields into one, separated by `; `.
+fn join_cookies(headers: &mut HeaderMap) {
+    if headers.get_all(header::COOKIE).iter().nth(1).is_none() {
+        return;
+    }
+    let joined: Vec<&[u8]> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect();
+    if let Ok(v) = HeaderValue::from_bytes(&joined.join(&b"; "[..])) {
+        headers.insert(header::COOKIE, v);
+    }
 }
 
 /// Safe to send again: idempotent (RFC 9110 §9.2.2) and carrying no body.
@@ -440,36 +557,62 @@ fn rebuild(head: &Head) -> Request<ReqBody> {
 }
 
 /// After `101 Switching Protocols` both connections become one byte tunnel.
-fn tunnel(client: hyper::upgrade::OnUpgrade, backend: hyper::upgrade::OnUpgrade) {
-    tokio::spawn(async move {
+/// The tunnel runs under its client connection: it holds the lease (so least load sees it),
+/// ends when silent for `idle` or when the connection is cut off, and counts its bytes.
+fn tunnel(
+    conn: &Conn,
+    client: hyper::upgrade::OnUpgrade,
+    backend: hyper::upgrade::OnUpgrade,
+    lease: Lease,
+) {
+    let stop = conn.stop.clone();
+    let idle = conn.idle;
+    let listener = Arc::clone(&conn.listener);
+    conn.tunnels.spawn(async move {
         let (Ok(c), Ok(b)) = (client.await, backend.await) else {
             return;
         };
-        let mut c = TokioIo::new(c);
+        let activity = Activity::new();
+        let mut c = Metered {
+            io: TokioIo::new(c),
+            activity: Arc::clone(&activity),
+        };
         let mut b = TokioIo::new(b);
-        let _ = tokio::io::copy_bidirectional(&mut c, &mut b).await;
+        tokio::select! {
+            _ = tokio::io::copy_bidirectional(&mut c, &mut b) => {}
+            () = activity.idle(idle) => {}
+            () = stop.cancelled() => {}
+        }
+        drop(lease);
+        crate::metrics::bytes(
+            &listener,
+            activity.read.load(Ordering::Relaxed),
+            activity.written.load(Ordering::Relaxed),
+        );
     });
 }
 
 /// The backend's response as the client gets it: hop-by-hop headers removed (but kept on a
 /// `101`), the body streamed, the connection pooled again once the body is done.
-fn respond(
-    mut resp: Response<Incoming>,
-    lease: Lease,
-    sender: Option<(pool::Key, Sender)>,
-    progress: InProgress,
-) -> Response<RespBody> {
+fn respond(f: Forwarded, progress: InProgress) -> Response<RespBody> {
+    let mut resp = f.resp;
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         strip_hop_by_hop(resp.headers_mut());
     }
-    resp.map(|body| RespBody::Backend {
-        body,
-        done: Some(Done {
-            sender,
-            lease,
-            _progress: progress,
-        }),
-    })
+    let done = Done {
+        sender: f.pooled,
+        lease: f.lease,
+        _progress: progress,
+    };
+    // HEAD, 204, 304 and empty bodies are never polled (hyper sees their end up front): their
+    // connection goes back to the pool now, or it would be closed with the body.
+    let done = if resp.body().is_end_stream() {
+        done.complete();
+        None
+    } else {
+        Some(done)
+    };
+    resp.map(|body| RespBody::Backend { body, done })
 }
 
 /// A response fulcrum makes itself: a short plain-text body, no internals.
@@ -496,14 +639,14 @@ fn local(status: StatusCode, progress: InProgress) -> Response<RespBody> {
 pub struct Done {
     /// The connection and the pool key it goes back under.
     sender: Option<(pool::Key, Sender)>,
-    lease: Lease,
+    lease: Option<Lease>,
     _progress: InProgress,
 }
 
 impl Done {
     fn complete(self) {
-        if let Some((key, sender)) = self.sender {
-            self.lease.backend.pool.checkin(key, sender);
+        if let (Some((key, sender)), Some(lease)) = (self.sender, &self.lease) {
+            lease.backend.pool.checkin(key, sender);
         }
     }
 }
@@ -544,13 +687,13 @@ impl Body for RespBody {
                     }
                     Poll::Ready(Some(Err(_))) => {
                         // A backend that breaks mid-body: the connection is not reused.
-                        if let Some(d) = done.take() {
-                            d.lease.backend.failures.fetch_add(1, Ordering::Relaxed);
-                            crate::metrics::backend_failure(
-                                &d.lease.backend.upstream,
-                                &d.lease.backend.addr,
-                                "reset",
-                            );
+                        if let Some(b) = done
+                            .take()
+                            .and_then(|d| d.lease)
+                            .map(|l| Arc::clone(&l.backend))
+                        {
+                            b.failures.fetch_add(1, Ordering::Relaxed);
+                            crate::metrics::backend_failure(&b.upstream, &b.addr, "reset");
                         }
                     }
                     _ => {}

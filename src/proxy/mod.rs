@@ -22,6 +22,11 @@ use crate::upstream::{Backend, Lease, Upstream};
 /// TLS session's state is kilobytes that plain connections should not carry.
 pub type BackendIo = Either<TcpStream, Box<CloseAsEof<TlsStream<TcpStream>>>>;
 
+/// The failure kind of a connect that failed for want of local resources (file descriptors,
+/// ephemeral ports, memory): not the backend's fault, so not counted against it, and not
+/// worth trying on another backend.
+pub const LOCAL: &str = "local";
+
 /// Why no backend connection could be had.
 #[derive(Debug)]
 pub enum DialError {
@@ -48,6 +53,11 @@ pub async fn dial(upstream: &Upstream, addrs: &Addresses) -> Result<(BackendIo, 
         tried.push(lease.index);
         match connect(&lease.backend, upstream, addrs).await {
             Ok(stream) => return Ok((stream, lease)),
+            Err(LOCAL) => {
+                tracing::warn!(upstream = %upstream.name, "connect failed for want of local resources");
+                last = Some(Arc::clone(&lease.backend));
+                break;
+            }
             Err(kind) => {
                 tracing::debug!(upstream = %upstream.name, backend = %lease.backend.addr, kind, "connect failed");
                 crate::metrics::backend_failure(&upstream.name, &lease.backend.addr, kind);
@@ -74,7 +84,7 @@ pub async fn connect(
     let attempt = async {
         let mut stream = TcpStream::connect(backend.dial)
             .await
-            .map_err(|_| "connect")?;
+            .map_err(|e| connect_error_kind(&e))?;
         // Small requests and responses must not wait for Nagle's algorithm.
         let _ = stream.set_nodelay(true);
         // The header comes before anything else, TLS included: the backend reads it off the
@@ -98,6 +108,16 @@ pub async fn connect(
     timeout(upstream.conf.connect_timeout, attempt)
         .await
         .unwrap_or(Err("timeout"))
+}
+
+/// `LOCAL` when the process or system ran out of something, else `connect`.
+fn connect_error_kind(e: &std::io::Error) -> &'static str {
+    match e.raw_os_error() {
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EADDRNOTAVAIL) => {
+            LOCAL
+        }
+        _ => "connect",
+    }
 }
 
 /// True for errors that mean the peer went away rather than a local fault.

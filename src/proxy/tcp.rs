@@ -5,7 +5,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::DialError;
 use super::io::{Activity, Metered};
@@ -59,19 +62,24 @@ where
         io: client,
         activity: Arc::clone(&activity),
     };
+    let mut b = Blamed {
+        io: &mut backend,
+        failed: false,
+    };
     let end = tokio::select! {
-        r = tokio::io::copy_bidirectional_with_sizes(&mut c, &mut backend, BUF_SIZE, BUF_SIZE) => match r {
+        r = tokio::io::copy_bidirectional_with_sizes(&mut c, &mut b, BUF_SIZE, BUF_SIZE) => match r {
             Ok(_) => End::Closed,
-            Err(e) => {
-                if super::is_disconnect(&e) && activity.written.load(Ordering::Relaxed) == 0 {
-                    upstream.record_failure(lease.index, "reset");
-                }
-                End::Error
-            }
+            Err(_) => End::Error,
         },
         () = activity.idle(idle) => End::Idle,
     };
-    if end == End::Closed {
+    let answered = activity.written.load(Ordering::Relaxed) > 0;
+    // Only the backend's own errors count against it, and only before it sent anything: a
+    // client that resets, or a session that broke later, says nothing of its health.
+    if b.failed && !answered {
+        crate::metrics::backend_failure(&upstream.name, &lease.backend.addr, "reset");
+        upstream.record_failure(lease.index, "reset");
+    } else if end == End::Closed || answered {
         upstream.record_success(lease.index);
     }
     Session {
@@ -79,5 +87,52 @@ where
         rx: activity.read.load(Ordering::Relaxed),
         tx: activity.written.load(Ordering::Relaxed),
         end,
+    }
+}
+
+/// The backend side of a session, noting whether an error came from it (not from the client).
+struct Blamed<'a, S> {
+    io: &'a mut S,
+    failed: bool,
+}
+
+impl<S> Blamed<'_, S> {
+    fn note<T>(&mut self, r: Poll<std::io::Result<T>>) -> Poll<std::io::Result<T>> {
+        if let Poll::Ready(Err(_)) = &r {
+            self.failed = true;
+        }
+        r
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Blamed<'_, S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let r = Pin::new(&mut *self.io).poll_read(cx, buf);
+        self.note(r)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Blamed<'_, S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut *self.io).poll_write(cx, buf);
+        self.note(r)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let r = Pin::new(&mut *self.io).poll_flush(cx);
+        self.note(r)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let r = Pin::new(&mut *self.io).poll_shutdown(cx);
+        self.note(r)
     }
 }
