@@ -140,7 +140,7 @@ async fn connect_is_refused_and_never_reaches_the_host_it_names() {
     let t = target.local_addr().expect("addr");
     let reply = raw(
         ([127, 0, 0, 1], p.web).into(),
-        format!("CONNECT {t} HTTP/1.1\r\nHost: {t}\r\n\r\n").as_bytes(),
+        format!("CONNECT {t} HTTP/1.1\r\nHost: {t}\r\nConnection: close\r\n\r\n").as_bytes(),
     )
     .await;
     assert!(

@@ -635,3 +635,24 @@ async fn http2_cookie_fields_reach_an_http1_backend_as_one() {
     assert!(seen.contains("cookie: a=1; b=2\n"), "{seen}");
     assert_eq!(seen.matches("cookie:").count(), 1, "{seen}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_keep_alive_client_outlives_header_read() {
+    let a = http_backend("a").await;
+    let (_f, addr) = start(
+        &[a.addr],
+        "",
+        "timeouts = { header_read = \"100ms\", idle = \"60s\" }",
+    )
+    .await;
+    let mut c = Client::connect(addr).await;
+    assert_eq!(c.request("GET", "/", b"").await.status, 200);
+    // Idle between requests is `idle`'s business, not `header_read`'s: let four header_read
+    // windows pass with nothing sent, then use the same connection.
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let again = c.try_request("GET", "/", b"").await;
+    assert!(
+        matches!(again, Ok(ref r) if r.status == 200),
+        "the keep-alive connection must still be open after header_read"
+    );
+}

@@ -97,7 +97,9 @@ pub async fn serve<I>(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(timeouts.header_read)
+        // `header_read` is ours (`Activity::head_timeout`): hyper's runs on idle keep-alive
+        // connections too, which would close them at `header_read` instead of `idle`.
+        .header_read_timeout(None)
         .max_headers(MAX_HEADERS)
         .max_buf_size(MAX_HEAD);
     // HTTP/2 gets the HTTP/1 head limit (hyper's default is 16 KiB): a request must not pass
@@ -118,6 +120,8 @@ pub async fn serve<I>(
             served.as_mut().graceful_shutdown();
             let _ = served.as_mut().await;
         }
+        // A head that never completes: drop the connection, nothing to finish.
+        () = activity.head_timeout(timeouts.header_read) => {}
     }
     tunnels.close();
     tunnels.wait().await;

@@ -4,7 +4,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -20,6 +20,15 @@ pub struct Activity {
     pub written: AtomicU64,
     /// HTTP requests whose response is not finished yet (idle only counts between them).
     pub in_progress: AtomicUsize,
+    /// When the first byte of a request head arrived with no request in progress, in ms
+    /// since `start` plus one (0: none pending). `header_read` runs from here.
+    head_since: AtomicU64,
+    /// The client speaks HTTP/2 (its first bytes were the preface). Its frames between
+    /// requests (WINDOW_UPDATE, PING) are not request heads: `header_read` only bounds the
+    /// connection's start there.
+    h2: AtomicBool,
+    /// Requests begun on this connection.
+    begun: AtomicU64,
 }
 
 impl Activity {
@@ -30,12 +39,54 @@ impl Activity {
             read: AtomicU64::new(0),
             written: AtomicU64::new(0),
             in_progress: AtomicUsize::new(0),
+            head_since: AtomicU64::new(0),
+            h2: AtomicBool::new(false),
+            begun: AtomicU64::new(0),
         })
     }
 
+    fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
     pub fn touch(&self) {
-        let ms = self.start.elapsed().as_millis() as u64;
-        self.last_ms.store(ms, Ordering::Relaxed);
+        self.last_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// Bytes came in: with no request in progress they begin a request head.
+    fn arrived(&self) {
+        let now = self.now_ms();
+        self.last_ms.store(now, Ordering::Relaxed);
+        let h2_running = self.h2.load(Ordering::Relaxed) && self.begun.load(Ordering::Relaxed) > 0;
+        if !h2_running
+            && self.in_progress.load(Ordering::Relaxed) == 0
+            && self.head_since.load(Ordering::Relaxed) == 0
+        {
+            self.head_since.store(now + 1, Ordering::Relaxed);
+        }
+    }
+
+    /// Resolves once a request head has been arriving for longer than `header_read` without
+    /// becoming a request (slowloris: a trickle does not extend it). Unlike hyper's own
+    /// timer, it does not run while a keep-alive connection is merely idle, which `idle`
+    /// governs.
+    pub async fn head_timeout(&self, header_read: Duration) {
+        loop {
+            let since = self.head_since.load(Ordering::Relaxed);
+            if since == 0 {
+                // Nothing pending: look again within the window.
+                tokio::time::sleep(header_read).await;
+                continue;
+            }
+            let deadline = self.start + Duration::from_millis(since - 1) + header_read;
+            if Instant::now() >= deadline {
+                if self.head_since.load(Ordering::Relaxed) == since {
+                    return;
+                }
+                continue;
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
     }
 
     /// Resolves once nothing moved for `idle` while no request was in progress.
@@ -59,6 +110,8 @@ impl Activity {
     /// Marks one request in progress until the guard drops.
     pub fn begin(self: &Arc<Self>) -> InProgress {
         self.in_progress.fetch_add(1, Ordering::Relaxed);
+        self.begun.fetch_add(1, Ordering::Relaxed);
+        self.head_since.store(0, Ordering::Relaxed);
         InProgress(Arc::clone(self))
     }
 }
@@ -91,7 +144,15 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
         let r = Pin::new(&mut self.io).poll_read(cx, buf);
         let n = buf.filled().len() - before;
         if n > 0 {
-            self.activity.touch();
+            if self.activity.read.load(Ordering::Relaxed) == 0
+                && buf
+                    .filled()
+                    .get(before..)
+                    .is_some_and(|b| b.starts_with(b"PRI * HTTP/2"))
+            {
+                self.activity.h2.store(true, Ordering::Relaxed);
+            }
+            self.activity.arrived();
             self.activity.read.fetch_add(n as u64, Ordering::Relaxed);
         }
         r
