@@ -45,18 +45,38 @@ pub struct Running {
     /// Cuts this listener's connections off (the drain deadline passed).
     pub kill: CancellationToken,
     pub active: Arc<AtomicU64>,
+    /// `max_connections` as permits, and how many it was set to. A listener that stays across
+    /// a reload keeps it, so connections from before the reload still count against it.
+    limit: Arc<Semaphore>,
+    max: usize,
     /// Kept so a reload can hand the same socket to a listener that stays.
     pub socket: Arc<std::net::TcpListener>,
 }
 
-/// Starts accepting on `socket` for the listener `name` of the running configuration.
+/// Starts accepting on `socket` for the listener `conf` of the running configuration;
+/// `previous` is the same listener before a reload (same bind), whose connection count and
+/// limit carry over.
 pub fn spawn(
     conf: &crate::config::Listener,
     socket: std::net::TcpListener,
-    active: Option<Arc<AtomicU64>>,
+    previous: Option<&Running>,
     shared: Arc<Shared>,
 ) -> io::Result<Running> {
     let name = conf.name.clone();
+    let max = conf.max_connections.max(1);
+    let limit = match previous {
+        Some(p) => {
+            // Resize the kept limit; permits held now cannot be taken back, so a smaller
+            // limit takes effect as connections end.
+            if max > p.max {
+                p.limit.add_permits(max - p.max);
+            } else if max < p.max {
+                let _ = p.limit.forget_permits(p.max - max);
+            }
+            Arc::clone(&p.limit)
+        }
+        None => Arc::new(Semaphore::new(max)),
+    };
     let socket = Arc::new(socket);
     let listener = TcpListener::from_std(socket.try_clone()?)?;
     let running = Running {
@@ -65,14 +85,15 @@ pub fn spawn(
         stop: CancellationToken::new(),
         graceful: shared.graceful.child_token(),
         kill: shared.kill.child_token(),
-        active: active.unwrap_or_default(),
+        active: previous.map(|p| Arc::clone(&p.active)).unwrap_or_default(),
+        limit: Arc::clone(&limit),
+        max,
         socket,
     };
     let stop = running.stop.clone();
     let graceful = running.graceful.clone();
     let kill = running.kill.clone();
     let active = Arc::clone(&running.active);
-    let limit = Arc::new(Semaphore::new(conf.max_connections.max(1)));
     tokio::spawn(async move {
         let name: Arc<str> = Arc::from(name);
         let conns = Conns {

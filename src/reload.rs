@@ -71,12 +71,9 @@ async fn try_reload(
     // keep going and are tracked until they end.
     let mut next = HashMap::with_capacity(sockets.len());
     for (l, socket) in sockets {
-        // A listener that stays keeps counting the connections it already has.
-        let active = running
-            .get(&l.name)
-            .filter(|r| r.bind == l.bind)
-            .map(|r| Arc::clone(&r.active));
-        match listener::spawn(l, socket, active, Arc::clone(shared)) {
+        // A listener that stays keeps counting (and limiting) the connections it has.
+        let previous = running.get(&l.name).filter(|r| r.bind == l.bind);
+        match listener::spawn(l, socket, previous, Arc::clone(shared)) {
             Ok(r) => {
                 next.insert(l.name.clone(), r);
             }

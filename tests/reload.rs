@@ -273,3 +273,43 @@ async fn watch_config_reloads_when_a_symlinked_file_is_swapped() {
         "the swapped file is in force"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connections_still_counts_connections_from_before_a_reload() {
+    let a = http_backend("a").await;
+    let echo = tcp_backend("echo", Mode::Echo).await;
+    let (web, l4) = (free_port(), free_port());
+    let text = config(web, l4, &[(a.addr, 1)], echo, "").replace(
+        "protocol = \"tcp\"",
+        "protocol = \"tcp\"\nmax_connections = 2",
+    );
+    let f = Fulcrum::start(&text);
+    async fn echoes(s: &mut TcpStream) -> bool {
+        if s.write_all(b"x").await.is_err() {
+            return false;
+        }
+        let mut b = [0u8; 1];
+        matches!(
+            tokio::time::timeout(std::time::Duration::from_millis(300), s.read_exact(&mut b)).await,
+            Ok(Ok(_))
+        )
+    }
+    let mut one = TcpStream::connect(("127.0.0.1", l4)).await.expect("one");
+    let mut two = TcpStream::connect(("127.0.0.1", l4)).await.expect("two");
+    assert!(echoes(&mut one).await && echoes(&mut two).await);
+    reload(&f, &text, 1);
+    let mut three = TcpStream::connect(("127.0.0.1", l4))
+        .await
+        .expect("three queues");
+    assert!(
+        !echoes(&mut three).await,
+        "two sessions from before the reload still fill max_connections = 2"
+    );
+    drop(one);
+    let mut b = [0u8; 1];
+    tokio::time::timeout(support::DEADLINE, three.read_exact(&mut b))
+        .await
+        .expect("the queued client is served once a session ends")
+        .expect("echo");
+    assert!(echoes(&mut two).await);
+}
