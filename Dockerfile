@@ -10,7 +10,8 @@ RUN mkdir -p src benches && echo 'fn main() {}' > src/main.rs && touch src/lib.r
     && cargo build --release --locked --bin fulcrum || true
 COPY src ./src
 COPY benches ./benches
-RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin fulcrum
+RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin fulcrum \
+    && strip target/release/fulcrum
 
 FROM debian:bookworm-slim
 # ca-certificates: the system trust roots for TLS to backends without a `ca`.
