@@ -18,9 +18,12 @@
 //! - `reload`: SIGHUP: load, validate, build, swap, or keep the old and say why.
 //! - `watch`: `watch_config`: the same reload when the file changes.
 //! - `metrics`, `logging`, `summary`: what the process tells the operator.
+//! - `fuzzing` (hidden): the in-memory HTTP path that `fuzz/` and the property tests drive.
 
 pub mod balance;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod health;
 pub mod listener;
 pub mod logging;

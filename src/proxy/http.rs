@@ -15,6 +15,7 @@ use http_body_util::{Either, Empty, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
@@ -51,6 +52,20 @@ pub async fn serve(
     timeouts: &crate::config::ListenerTimeouts,
 ) {
     let _ = stream.set_nodelay(true);
+    serve_io(stream, peer, listener, shared, graceful, timeouts).await;
+}
+
+/// `serve` over any byte stream: what `crate::fuzzing` feeds from memory.
+pub async fn serve_io<I>(
+    stream: I,
+    peer: SocketAddr,
+    listener: Arc<str>,
+    shared: Arc<Shared>,
+    graceful: CancellationToken,
+    timeouts: &crate::config::ListenerTimeouts,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let activity = Activity::new();
     let io = Metered {
         io: stream,
