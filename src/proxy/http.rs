@@ -330,14 +330,18 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Turns the client's request into the one the backend gets; `None` when it is ambiguous
-/// (both `Content-Length` and `Transfer-Encoding`: the smuggling shape, refused with 400).
+/// Turns the client's request into the one the backend gets; `None` when it is ambiguous,
+/// refused with 400: both `Content-Length` and `Transfer-Encoding` (the smuggling shape), or
+/// more than one `Host` (RFC 9112 §3.2: fulcrum and the backend could each read another).
 fn prepare(req: Request<Incoming>, conn: &Conn, upgrade: bool) -> Option<Request<ReqBody>> {
     let (mut parts, body) = req.into_parts();
     let headers = &mut parts.headers;
     if headers.contains_key(header::TRANSFER_ENCODING)
         && headers.contains_key(header::CONTENT_LENGTH)
     {
+        return None;
+    }
+    if headers.get_all(header::HOST).iter().nth(1).is_some() {
         return None;
     }
     let upgrade_to = upgrade
