@@ -23,6 +23,7 @@
 //! - `watch`: `watch_config`: the same reload when the file changes.
 //! - `admin`: the admin listener: health and readiness probes, `/metrics`, `/status`, `/`.
 //! - `metrics`, `logging`, `summary`: what the process tells the operator.
+//! - `fuzzing` (hidden): the in-memory HTTP path that `fuzz/` and the property tests drive.
 
 #![cfg_attr(
     not(test),
@@ -38,6 +39,8 @@
 pub mod admin;
 pub mod balance;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod health;
 pub mod listener;
 pub mod logging;

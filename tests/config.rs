@@ -504,6 +504,25 @@ fn missing_certificate_file_is_refused() {
 }
 
 #[test]
+fn device_or_huge_certificate_file_is_refused_without_reading_it_all() {
+    let dir = TempDir::new();
+    let (_, key) = self_signed(&["example.com"]);
+    let key = dir.write("site.key", &key);
+    // /dev/zero never ends: reading it whole would exhaust memory at start or reload.
+    let e = error(&with_listener_tls("/dev/zero", &key));
+    assert!(
+        e.ends_with("cannot read certificate file \"/dev/zero\": not a regular file"),
+        "a device must be refused before it is read: {e}"
+    );
+    let huge = dir.write("huge.crt", &"x".repeat(2 * 1024 * 1024));
+    let e = error(&with_listener_tls(&huge, &key));
+    assert!(
+        e.ends_with("larger than 1024 KiB, not a PEM file"),
+        "an oversized file must be refused: {e}"
+    );
+}
+
+#[test]
 fn pem_without_certificate_is_refused() {
     let dir = TempDir::new();
     let (_, key) = self_signed(&["example.com"]);

@@ -534,6 +534,15 @@ async fn differing_duplicate_content_length_is_400() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_host_fields_are_400() {
+    // Found by fuzz/http_head: fulcrum and the backend could each route by another Host.
+    let (reply, got) =
+        smuggle(b"GET / HTTP/1.1\r\nHost: a\r\nHost: admin\r\nConnection: close\r\n\r\n").await;
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+    assert_eq!(got, "", "the backend must never see two Host fields");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn obs_fold_in_the_head_is_400() {
     let (reply, got) = smuggle(b"GET / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n  folded\r\n\r\n").await;
     assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");

@@ -78,16 +78,36 @@ pub fn system_roots() -> RootCertStore {
     roots
 }
 
+/// Largest PEM file read: a long chain is a few KiB. With the regular-file check it keeps a
+/// wrong path (`/dev/zero`, a FIFO) from exhausting memory or blocking a reload for good.
+const MAX_PEM_FILE: u64 = 1024 * 1024;
+
 /// `what` names the file's role in the message: "certificate file", "key file", "ca file".
 fn read_file(path: &Path, what: &str) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| {
-        let why = match e.kind() {
+    use std::io::Read;
+    let fail = |why: String| format!("cannot read {what} {}: {why}", quoted(path));
+    let io = |e: std::io::Error| {
+        fail(match e.kind() {
             std::io::ErrorKind::NotFound => "no such file".to_owned(),
             std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
             _ => e.to_string().to_lowercase(),
-        };
-        format!("cannot read {what} {}: {why}", quoted(path))
-    })
+        })
+    };
+    // Checked before opening: opening a FIFO for reading waits for a writer.
+    if !std::fs::metadata(path).map_err(io)?.is_file() {
+        return Err(fail("not a regular file".to_owned()));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_PEM_FILE + 1).read_to_end(&mut bytes))
+        .map_err(io)?;
+    if bytes.len() as u64 > MAX_PEM_FILE {
+        return Err(fail(format!(
+            "larger than {} KiB, not a PEM file",
+            MAX_PEM_FILE / 1024
+        )));
+    }
+    Ok(bytes)
 }
 
 fn read_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, String> {

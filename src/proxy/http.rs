@@ -441,8 +441,10 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Turns the client's request into the one the backend gets; `None` when it is ambiguous
-/// (both `Content-Length` and `Transfer-Encoding`: the smuggling shape, refused with 400).
+/// Turns the client's request into the one the backend gets, or the status that refuses
+/// it: 400 when it is ambiguous (both `Content-Length` and `Transfer-Encoding`, the smuggling
+/// shape, or more than one `Host`: RFC 9112 §3.2, fulcrum and the backend could each read
+/// another), 501 for a transfer coding fulcrum does not know.
 fn prepare(
     req: Request<Incoming>,
     conn: &Conn,
@@ -464,6 +466,9 @@ fn prepare(
     // (RFC 9113 §8.2.3).
     if parts.version == Version::HTTP_2 {
         join_cookies(headers);
+    }
+    if headers.get_all(header::HOST).iter().nth(1).is_some() {
+        return Err(StatusCode::BAD_REQUEST);
     }
     let upgrade_to = upgrade
         .then(|| headers.get(header::UPGRADE).cloned())
