@@ -424,21 +424,65 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
-/// Removes `Connection`, the headers it names and the other hop-by-hop headers.
+/// Removes `Connection`, the headers it names and the other hop-by-hop headers. One pass
+/// over the fields finds what is there (most messages carry none, or only `Connection`),
+/// instead of a hash lookup for each of the seven names on every message.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
+    let has_connection = headers.contains_key(header::CONNECTION);
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    for name in headers.keys() {
+        let named = has_connection && connection_names(headers, name);
+        if (HOP_BY_HOP.contains(name) || named) && !doomed.contains(name) {
+            doomed.push(name.clone());
+        }
+    }
+    for name in doomed {
+        headers.remove(name);
+    }
+}
+
+/// True when a `Connection` field names `name`.
+fn connection_names(headers: &HeaderMap, name: &HeaderName) -> bool {
+    headers
         .get_all(header::CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .any(|t| {
+            t.trim_ascii()
+                .eq_ignore_ascii_case(name.as_str().as_bytes())
+        })
+}
+
+/// Which fields that `prepare` acts on a request carries, found in one pass.
+#[derive(Default)]
+struct Fields {
+    transfer_encoding: bool,
+    content_length: bool,
+    hosts: usize,
+    cookies: usize,
+    expect: bool,
+    forwarded_for: bool,
+}
+
+fn fields(headers: &HeaderMap) -> Fields {
+    let mut f = Fields::default();
+    // Every field, repeats included: two `Host` lines count as two.
+    for (name, _) in headers {
+        if name == header::TRANSFER_ENCODING {
+            f.transfer_encoding = true;
+        } else if name == header::CONTENT_LENGTH {
+            f.content_length = true;
+        } else if name == header::HOST {
+            f.hosts += 1;
+        } else if name == header::COOKIE {
+            f.cookies += 1;
+        } else if name == header::EXPECT {
+            f.expect = true;
+        } else if name == X_FORWARDED_FOR {
+            f.forwarded_for = true;
+        }
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
-    }
+    f
 }
 
 /// Turns the client's request into the one the backend gets, or the status that refuses
@@ -452,8 +496,9 @@ fn prepare(
 ) -> Result<Request<ReqBody>, StatusCode> {
     let (mut parts, body) = req.into_parts();
     let headers = &mut parts.headers;
-    if headers.contains_key(header::TRANSFER_ENCODING) {
-        if headers.contains_key(header::CONTENT_LENGTH) {
+    let f = fields(headers);
+    if f.transfer_encoding {
+        if f.content_length {
             return Err(StatusCode::BAD_REQUEST);
         }
         // hyper decodes the final `chunked`; any coding before it (gzip, ...) fulcrum would
@@ -464,10 +509,10 @@ fn prepare(
     }
     // HTTP/2 clients split cookies into several fields; an HTTP/1.1 backend expects one
     // (RFC 9113 §8.2.3).
-    if parts.version == Version::HTTP_2 {
+    if parts.version == Version::HTTP_2 && f.cookies > 1 {
         join_cookies(headers);
     }
-    if headers.get_all(header::HOST).iter().nth(1).is_some() {
+    if f.hosts > 1 {
         return Err(StatusCode::BAD_REQUEST);
     }
     let upgrade_to = upgrade
@@ -488,8 +533,14 @@ fn prepare(
     parts.version = Version::HTTP_11;
     strip_hop_by_hop(headers);
     // fulcrum answers `Expect: 100-continue` itself, when the body is first read.
-    headers.remove(header::EXPECT);
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+    if f.expect {
+        headers.remove(header::EXPECT);
+    }
+    let prev = f
+        .forwarded_for
+        .then(|| headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()))
+        .flatten();
+    let xff = match prev {
         Some(prev) => HeaderValue::from_str(&format!("{prev}, {}", conn.addrs.client.ip())).ok(),
         None => Some(conn.peer_ip.clone()),
     };
@@ -520,9 +571,6 @@ fn only_chunked(headers: &HeaderMap) -> bool {
 
 /// Joins several `cookie` fields into one, separated by `; `.
 fn join_cookies(headers: &mut HeaderMap) {
-    if headers.get_all(header::COOKIE).iter().nth(1).is_none() {
-        return;
-    }
     let joined: Vec<&[u8]> = headers
         .get_all(header::COOKIE)
         .iter()
