@@ -157,7 +157,7 @@ async fn accept_loop(
         shared.connections.spawn(async move {
             tokio::select! {
                 () = handle(stream, peer, &name, &shared2, &graceful) => {}
-                () = kill.cancelled() => {}
+                () = crate::proxy::io::cancelled(&kill) => {}
             }
             active.fetch_sub(1, Ordering::Relaxed);
             crate::metrics::connection_closed(&name);
@@ -194,9 +194,16 @@ async fn handle(
     // One deadline for all that comes before the payload: a client that stalls the PROXY
     // header and then the handshake must not hold a connection slot twice as long.
     let deadline = Instant::now() + header_read;
+    // The listener's own address is its bind, unless that is a wildcard: only then does
+    // it take a getsockname(2) per connection to learn which address the client reached.
+    let local = if bind.ip().is_unspecified() {
+        stream.local_addr().unwrap_or(bind)
+    } else {
+        bind
+    };
     let mut addrs = Addresses {
         client: peer,
-        listener: stream.local_addr().unwrap_or(bind),
+        listener: local,
     };
     let stream = if expect_header {
         match timeout_at(deadline, proxy_protocol::read_header(stream)).await {

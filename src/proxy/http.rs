@@ -20,7 +20,7 @@ use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::io::{Activity, InProgress, Metered};
+use super::io::{Activity, Expired, InProgress, Metered};
 use super::pool::{self, ReqBody, Sender};
 use crate::config::ProxyProtocol;
 use crate::proxy_protocol::Addresses;
@@ -112,16 +112,18 @@ pub async fn serve<I>(
     tokio::pin!(served);
     tokio::select! {
         _ = served.as_mut() => {}
-        () = graceful.cancelled() => {
+        () = super::io::cancelled(&graceful) => {
             served.as_mut().graceful_shutdown();
             let _ = served.as_mut().await;
         }
-        () = activity.idle(timeouts.idle) => {
-            served.as_mut().graceful_shutdown();
-            let _ = served.as_mut().await;
-        }
-        // A head that never completes: drop the connection, nothing to finish.
-        () = activity.head_timeout(timeouts.header_read) => {}
+        why = activity.watch(timeouts.idle, timeouts.header_read) => match why {
+            Expired::Idle => {
+                served.as_mut().graceful_shutdown();
+                let _ = served.as_mut().await;
+            }
+            // A head that never completes: drop the connection, nothing to finish.
+            Expired::HeaderRead => {}
+        },
     }
     tunnels.close();
     tunnels.wait().await;
@@ -638,7 +640,7 @@ fn tunnel(
         tokio::select! {
             _ = tokio::io::copy_bidirectional(&mut c, &mut b) => {}
             () = activity.idle(idle) => {}
-            () = stop.cancelled() => {}
+            () = super::io::cancelled(&stop) => {}
         }
         drop(lease);
         crate::metrics::bytes(

@@ -1,15 +1,17 @@
 //! A client stream wrapper that counts bytes each way and notes when traffic last moved,
 //! which is all the `idle` timeout and the `bytes_total` metric need.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 /// What one connection did, shared between its stream, its requests and its watchdog.
 #[derive(Debug)]
@@ -66,45 +68,37 @@ impl Activity {
         }
     }
 
-    /// Resolves once a request head has been arriving for longer than `header_read` without
-    /// becoming a request (slowloris: a trickle does not extend it). Unlike hyper's own
-    /// timer, it does not run while a keep-alive connection is merely idle, which `idle`
-    /// governs.
-    pub async fn head_timeout(&self, header_read: Duration) {
-        loop {
-            let since = self.head_since.load(Ordering::Relaxed);
-            if since == 0 {
-                // Nothing pending: look again soon enough that a head that starts now is cut
-                // off within 1.25 x `header_read`.
-                tokio::time::sleep(header_read / 4).await;
-                continue;
-            }
-            let deadline = self.start + Duration::from_millis(since - 1) + header_read;
-            if Instant::now() >= deadline {
-                if self.head_since.load(Ordering::Relaxed) == since {
-                    return;
-                }
-                continue;
-            }
-            tokio::time::sleep_until(deadline).await;
+    /// Resolves once nothing moved for `idle` while no request was in progress.
+    pub async fn idle(&self, idle: Duration) {
+        match self.watch(idle, Duration::MAX).await {
+            Expired::Idle | Expired::HeaderRead => {}
         }
     }
 
-    /// Resolves once nothing moved for `idle` while no request was in progress. It looks
-    /// every quarter of `idle`, so a silent connection closes within 1.25 x `idle`, at the
-    /// cost of a timer per connection rather than a clock read per byte moved.
-    pub async fn idle(&self, idle: Duration) {
-        let step = idle / 4;
+    /// One watchdog for both timeouts, polled as one future. `idle`: nothing moved while no
+    /// request was in progress. `header_read`: a request head has been arriving for that long
+    /// without becoming a request (slowloris: a trickle does not extend it); unlike hyper's
+    /// own timer it does not run while a keep-alive connection is merely idle. It looks every
+    /// quarter of the shorter one, so either fires within 1.25 x its time, for a timer per
+    /// connection rather than a clock read per byte moved.
+    pub async fn watch(&self, idle: Duration, header_read: Duration) -> Expired {
+        let step = (idle.min(header_read) / 4).max(Duration::from_millis(1));
         let mut seen = self.moved();
         let mut quiet_since = Instant::now();
         loop {
-            tokio::time::sleep(step.min(idle)).await;
+            tokio::time::sleep(step).await;
+            let since = self.head_since.load(Ordering::Relaxed);
+            if since != 0
+                && Duration::from_millis(self.now_ms().saturating_sub(since - 1)) >= header_read
+            {
+                return Expired::HeaderRead;
+            }
             let now = self.moved();
             if now != seen || self.in_progress.load(Ordering::Relaxed) > 0 {
                 seen = now;
                 quiet_since = Instant::now();
             } else if quiet_since.elapsed() >= idle {
-                return;
+                return Expired::Idle;
             }
         }
     }
@@ -116,6 +110,13 @@ impl Activity {
         self.head_since.store(0, Ordering::Relaxed);
         InProgress(Arc::clone(self))
     }
+}
+
+/// Which timeout `Activity::watch` saw expire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expired {
+    Idle,
+    HeaderRead,
 }
 
 /// One request in progress on a connection.
@@ -195,5 +196,48 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// `token.cancelled()` that is cheap to poll again. A waiting `Notified` takes the
+    /// token's waiter-list lock on every poll, and a connection task is polled several times
+    /// per request, each time polling the listener-wide tokens it selects on: this polls the
+    /// inner future only when the task's waker changed, otherwise only checks the flag.
+    pub struct Cancelled<'a> {
+        token: &'a CancellationToken,
+        #[pin]
+        inner: WaitForCancellationFuture<'a>,
+        waker: Option<Waker>,
+    }
+}
+
+/// See `Cancelled`.
+pub fn cancelled(token: &CancellationToken) -> Cancelled<'_> {
+    Cancelled {
+        token,
+        inner: token.cancelled(),
+        waker: None,
+    }
+}
+
+impl Future for Cancelled<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        if this.token.is_cancelled() {
+            return Poll::Ready(());
+        }
+        if this.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            // Registered with this very waker: cancelling wakes it, and the flag above
+            // answers then.
+            return Poll::Pending;
+        }
+        let r = this.inner.poll(cx);
+        if r.is_pending() {
+            *this.waker = Some(cx.waker().clone());
+        }
+        r
     }
 }
