@@ -7,7 +7,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 bin="${FULCRUM_REAL_BIN:-$here/target/release/fulcrum}"
-[ "${1:-}" = "-c" ] || { echo "usage: $0 -c CONFIG" >&2; exit 2; }
+[ "${1:-}" = "-c" ] || exec "$bin" "$@"   # --version and the like go straight through
 conf=$(mktemp --suffix=.toml)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 { printf '[admin]\nbind = "127.0.0.1:%s"\n\n' "$port"; cat "$2"; } > "$conf"
