@@ -13,10 +13,8 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -25,7 +23,6 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::server::Shared;
@@ -80,16 +77,7 @@ impl HttpHead {
     pub async fn run(&self, input: &[u8]) -> Result<Vec<u8>, String> {
         let snapshot = Snapshot::build(Arc::clone(&self.config), None, Default::default())
             .map_err(|e| e.to_string())?;
-        snapshot.publish();
-        let shared = Arc::new(Shared {
-            state: ArcSwap::from_pointee(snapshot),
-            draining: AtomicBool::new(false),
-            graceful: CancellationToken::new(),
-            kill: CancellationToken::new(),
-            connections: TaskTracker::new(),
-            checkers: crate::health::Checkers::new(),
-            active: ArcSwap::default(),
-        });
+        let shared = Shared::new(snapshot, crate::health::Checkers::new());
         let listener = &self.config.listeners[0];
         let peer: SocketAddr = CLIENT.parse().map_err(|_| "bad CLIENT".to_owned())?;
         let (client, server) = tokio::io::duplex(64 * 1024);

@@ -36,6 +36,21 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The shared state of a process running `snapshot` (published here: its balancers are
+    /// the ones backends report to). Health checkers are not started: `checkers.reconcile`.
+    pub fn new(snapshot: Snapshot, checkers: crate::health::Checkers) -> Arc<Shared> {
+        snapshot.publish();
+        Arc::new(Shared {
+            state: ArcSwap::from_pointee(snapshot),
+            draining: AtomicBool::new(false),
+            graceful: CancellationToken::new(),
+            kill: CancellationToken::new(),
+            connections: TaskTracker::new(),
+            checkers,
+            active: ArcSwap::default(),
+        })
+    }
+
     /// Publishes the running listeners' connection counts for the admin listener.
     pub fn publish_active(&self, running: &HashMap<String, Running>) {
         let counts = running
@@ -106,18 +121,7 @@ pub async fn run(config: Config, mut control: mpsc::Receiver<Control>) -> Result
         )),
         None => None,
     };
-    let shared = Arc::new(Shared {
-        state: ArcSwap::from_pointee({
-            snapshot.publish();
-            snapshot
-        }),
-        draining: AtomicBool::new(false),
-        graceful: CancellationToken::new(),
-        kill: CancellationToken::new(),
-        connections: TaskTracker::new(),
-        checkers: crate::health::Checkers::new(),
-        active: ArcSwap::default(),
-    });
+    let shared = Shared::new(snapshot, crate::health::Checkers::new());
     shared.checkers.reconcile(&shared);
     // Installed before any listener records; only with [admin], which is what exposes it.
     let metrics = admin.as_ref().and_then(|_| crate::metrics::install());

@@ -6,10 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use tokio::time::{Instant, sleep};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use super::checker::{jittered, share};
 use super::{Checkers, Probe};
@@ -35,16 +32,7 @@ fn config(backends: &[&str], extra: &str) -> Arc<Config> {
 
 fn shared(config: Arc<Config>, probe: Probe) -> Arc<Shared> {
     let snapshot = Snapshot::build(config, None, Default::default()).expect("build snapshot");
-    snapshot.publish();
-    Arc::new(Shared {
-        state: ArcSwap::from_pointee(snapshot),
-        draining: AtomicBool::new(false),
-        graceful: CancellationToken::new(),
-        kill: CancellationToken::new(),
-        connections: TaskTracker::new(),
-        checkers: Checkers::with_probe(probe),
-        active: ArcSwap::default(),
-    })
+    Shared::new(snapshot, Checkers::with_probe(probe))
 }
 
 /// A probe that records when each backend was checked and fails while `failing` is set.
