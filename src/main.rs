@@ -6,11 +6,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// mimalloc: per-thread free lists make the many small, short-lived allocations of a
-/// proxied request (header maps, body frames, futures) cheaper than glibc's malloc, which
-/// measured ~5% of fulcrum's CPU in `http-close` (`_int_malloc`, `malloc_consolidate`, ...).
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use fulcrum::config::Config;
 use fulcrum::server::{self, Control};
 
