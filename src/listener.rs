@@ -160,7 +160,6 @@ async fn accept_loop(
                 () = crate::proxy::io::cancelled(&kill) => {}
             }
             active.fetch_sub(1, Ordering::Relaxed);
-            crate::metrics::connection_closed(&name);
             drop(permit);
         });
     }

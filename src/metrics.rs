@@ -263,9 +263,6 @@ pub fn connection_opened(listener: &Arc<str>) {
     }
 }
 
-/// A client connection ended: nothing to record, the listener's own count already fell.
-pub fn connection_closed(_listener: &Arc<str>) {}
-
 pub fn bytes(listener: &Arc<str>, rx: u64, tx: u64) {
     if enabled() {
         counter!(BYTES_TOTAL, "listener" => Arc::clone(listener), "direction" => "rx")

@@ -33,7 +33,7 @@ pub enum DialError {
     /// No healthy backend at all: http answers 503, tcp closes at once.
     NoHealthy,
     /// Every backend tried (up to `retries` more) failed: http answers 502.
-    Failed { last: Arc<Backend> },
+    Failed,
 }
 
 /// Connects to a backend of `upstream` for the client of `addrs`, failing over up to `retries`
@@ -67,7 +67,7 @@ pub async fn dial(upstream: &Upstream, addrs: &Addresses) -> Result<(BackendIo, 
         }
     }
     match last {
-        Some(last) => Err(DialError::Failed { last }),
+        Some(_) => Err(DialError::Failed),
         None => Err(DialError::NoHealthy),
     }
 }
@@ -118,15 +118,4 @@ fn connect_error_kind(e: &std::io::Error) -> &'static str {
         }
         _ => "connect",
     }
-}
-
-/// True for errors that mean the peer went away rather than a local fault.
-pub fn is_disconnect(e: &std::io::Error) -> bool {
-    matches!(
-        e.kind(),
-        std::io::ErrorKind::ConnectionReset
-            | std::io::ErrorKind::ConnectionAborted
-            | std::io::ErrorKind::BrokenPipe
-            | std::io::ErrorKind::UnexpectedEof
-    )
 }

@@ -107,11 +107,6 @@ impl Pool {
             idle.count += 1;
         }
     }
-
-    /// Idle connections held now.
-    pub fn idle_count(&self) -> usize {
-        self.idle.lock().map_or(0, |v| v.count)
-    }
 }
 
 /// Performs the HTTP/1.1 handshake on a fresh backend connection (plain TCP or TLS) and
