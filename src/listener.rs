@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::{Instant, timeout_at};
 use tokio_util::sync::CancellationToken;
@@ -18,6 +18,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Protocol;
 use crate::proxy_protocol::{self, Addresses, Prefixed};
 use crate::server::Shared;
+
+mod accepted;
+pub use accepted::Accepted;
 
 /// Pending connections the kernel keeps for us beyond `max_connections` (nginx: 511).
 const BACKLOG: i32 = 1024;
@@ -78,7 +81,7 @@ pub fn spawn(
         None => Arc::new(Semaphore::new(max)),
     };
     let socket = Arc::new(socket);
-    let listener = TcpListener::from_std(socket.try_clone()?)?;
+    let listener = accepted::register(socket.try_clone()?)?;
     let running = Running {
         name: name.clone(),
         bind: conf.bind,
@@ -114,7 +117,7 @@ struct Conns {
 }
 
 async fn accept_loop(
-    listener: TcpListener,
+    listener: AsyncFd<std::net::TcpListener>,
     name: Arc<str>,
     limit: Arc<Semaphore>,
     stop: CancellationToken,
@@ -133,7 +136,7 @@ async fn accept_loop(
         };
         let (stream, peer) = tokio::select! {
             () = stop.cancelled() => return,
-            r = listener.accept() => match r {
+            r = accepted::accept(&listener) => match r {
                 Ok(ok) => ok,
                 Err(e) => {
                     if is_resource_exhaustion(&e) {
@@ -169,7 +172,7 @@ async fn accept_loop(
 /// first when the listener expects one, then the TLS handshake on a TLS listener, with the
 /// certificates of the snapshot current at accept time.
 async fn handle(
-    stream: TcpStream,
+    stream: Accepted,
     peer: SocketAddr,
     name: &Arc<str>,
     shared: &Arc<Shared>,
@@ -225,7 +228,9 @@ async fn handle(
     };
     match acceptor {
         None => serve(stream, "http", addrs, name, shared, graceful).await,
-        Some(acceptor) => {
+        // Boxed: a TLS session's state is kilobytes, which every plain connection's task
+        // would otherwise carry (and copy when it is spawned).
+        Some(acceptor) => Box::pin(async move {
             // A client that stalls the handshake is cut off like one that stalls its request
             // head: it must not hold a connection slot for longer.
             match timeout_at(deadline, acceptor.accept(stream)).await {
@@ -240,7 +245,8 @@ async fn handle(
                     tracing::debug!(listener = %name, client = %addrs.client, "TLS handshake timed out");
                 }
             }
-        }
+        })
+        .await,
     }
 }
 

@@ -665,3 +665,58 @@ async fn an_idle_keep_alive_client_outlives_header_read() {
         "the keep-alive connection must still be open after header_read"
     );
 }
+
+/// The first request of a connection pauses its reads while the backend works (fulcrum does
+/// not look for the client's close then): a request sent meanwhile is still read, and answered
+/// after the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_sent_while_the_first_waits_is_answered_after_it() {
+    let a = http_backend("a").await;
+    let (_f, addr) = start(&[a.addr], "", "").await;
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(b"GET /sleep/200 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write the first request");
+    support::wait_for_async("the backend to get the first request", || async {
+        (a.requests.load(Ordering::Relaxed) == 1).then_some(())
+    })
+    .await;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write the second request");
+    let mut out = Vec::new();
+    tokio::time::timeout(support::DEADLINE, s.read_to_end(&mut out))
+        .await
+        .expect("both requests answered, then the connection closed")
+        .expect("read");
+    let text = String::from_utf8_lossy(&out);
+    assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 2, "{text}");
+    assert_eq!(a.requests.load(Ordering::Relaxed), 2);
+}
+
+/// A response larger than the socket's send buffer, on a fresh connection that is answered
+/// before it ever waited: the write that would block hands the socket to the event loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_larger_than_the_socket_buffer_arrives_whole_on_a_fresh_connection() {
+    let a = http_backend("a").await;
+    let (_f, addr) = start(&[a.addr], "", "").await;
+    let size = 8 * 1024 * 1024;
+    let request = format!("GET /big/{size} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let reply = raw(addr, request.as_bytes()).await;
+    let (head, body) = reply.split_once("\r\n\r\n").expect("a response head");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body.len(), size);
+}
+
+/// Two requests in one segment on a fresh connection: both answered, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_in_the_first_segment_are_both_answered() {
+    let a = http_backend("a").await;
+    let (_f, addr) = start(&[a.addr], "", "").await;
+    let reply = raw(
+        addr,
+        b"GET /sleep/50 HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(reply.matches("HTTP/1.1 200 OK").count(), 2, "{reply}");
+}

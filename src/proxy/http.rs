@@ -2,20 +2,20 @@
 //! request goes out on a pooled keep-alive connection. Bodies stream both ways.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Empty, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -23,7 +23,7 @@ use tokio_util::task::TaskTracker;
 use super::io::{Activity, Expired, InProgress, Metered};
 use super::pool::{self, ReqBody, Sender};
 use crate::config::ProxyProtocol;
-use crate::proxy_protocol::Addresses;
+use crate::proxy_protocol::{Addresses, Prefixed};
 use crate::server::Shared;
 use crate::upstream::{Backend, Lease, Upstream};
 
@@ -44,18 +44,51 @@ struct Conn {
     proto: &'static str,
     shared: Arc<Shared>,
     activity: Arc<Activity>,
-    /// WebSocket (upgrade) tunnels of this connection: the connection task waits for them, so
-    /// they keep its connection permit and count, and end when it is cut off.
-    tunnels: TaskTracker,
-    /// Cancelled when the connection task ends or is cut off: tunnels stop with it.
-    stop: CancellationToken,
+    /// WebSocket (upgrade) tunnels of this connection, made at the first: the connection task
+    /// waits for them, so they keep its connection permit and count, and end when it is cut
+    /// off.
+    tunnels: std::sync::OnceLock<Tunnels>,
     /// The listener's `idle`, which also ends a silent tunnel.
     idle: Duration,
 }
 
+/// An IP address as a header value, formatted without a heap buffer in between.
+fn ip_value(ip: std::net::IpAddr) -> HeaderValue {
+    use std::io::Write;
+    let mut buf = [0u8; 64];
+    let mut rest = &mut buf[..];
+    let text = match write!(rest, "{ip}") {
+        Ok(()) => {
+            let len = 64 - rest.len();
+            buf.get(..len)
+        }
+        Err(_) => None,
+    };
+    text.and_then(|t| HeaderValue::from_bytes(t).ok())
+        .unwrap_or_else(|| HeaderValue::from_static("unknown"))
+}
+
+/// See `Conn::tunnels`.
+struct Tunnels {
+    tracker: TaskTracker,
+    /// Cancelled when the connection task ends or is cut off: tunnels stop with it.
+    stop: CancellationToken,
+}
+
+/// Stops the connection's tunnels when its task ends, also when the drain deadline cuts it off.
+struct StopTunnels(Arc<Conn>);
+
+impl Drop for StopTunnels {
+    fn drop(&mut self) {
+        if let Some(t) = self.0.tunnels.get() {
+            t.stop.cancel();
+        }
+    }
+}
+
 /// Serves one client connection until it closes, idles out, or the listener drains. `stream`
 /// is plain TCP or the plaintext side of TLS (`proto` "https"), where ALPN may have chosen
-/// HTTP/2: the auto builder serves whichever the client speaks.
+/// HTTP/2: the client's first bytes tell which it speaks.
 pub async fn serve<I>(
     stream: I,
     addrs: Addresses,
@@ -72,12 +105,7 @@ pub async fn serve<I>(
         io: stream,
         activity: Arc::clone(&activity),
     };
-    let peer_ip = HeaderValue::from_str(&addrs.client.ip().to_string())
-        .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-    let stop = CancellationToken::new();
-    // Dropped with this future, also when the drain deadline cuts the connection off.
-    let _stop_tunnels = stop.clone().drop_guard();
-    let tunnels = TaskTracker::new();
+    let peer_ip = ip_value(addrs.client.ip());
     let conn = Arc::new(Conn {
         listener: Arc::clone(&listener),
         addrs,
@@ -85,48 +113,64 @@ pub async fn serve<I>(
         proto,
         shared,
         activity: Arc::clone(&activity),
-        tunnels: tunnels.clone(),
-        stop,
+        tunnels: std::sync::OnceLock::new(),
         idle: timeouts.idle,
     });
-    let service = hyper::service::service_fn(move |req| {
+    let stop_tunnels = StopTunnels(Arc::clone(&conn));
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let conn = Arc::clone(&conn);
-        async move { Ok::<_, Infallible>(handle(req, &conn).await) }
-    });
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        // `header_read` is ours (`Activity::head_timeout`): hyper's runs on idle keep-alive
-        // connections too, which would close them at `header_read` instead of `idle`.
-        .header_read_timeout(None)
-        .max_headers(MAX_HEADERS)
-        .max_buf_size(MAX_HEAD);
-    // HTTP/2 gets the HTTP/1 head limit (hyper's default is 16 KiB): a request must not pass
-    // or fail depending on the protocol the client happened to negotiate.
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(MAX_HEAD as u32);
-    let served = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    tokio::pin!(served);
-    tokio::select! {
-        _ = served.as_mut() => {}
-        () = super::io::cancelled(&graceful) => {
-            served.as_mut().graceful_shutdown();
-            let _ = served.as_mut().await;
+        // Begun when hyper hands the request over, before the future first runs: hyper
+        // reads on in between, which `quiet` may spare.
+        let in_progress = conn.activity.begin();
+        // Only the first request: its socket has not joined the event loop yet, which
+        // `quiet` may spare it (see `listener::Accepted`); later ones gain nothing from it.
+        if in_progress.is_first()
+            && req.version() <= Version::HTTP_11
+            && req.body().is_end_stream()
+            && !is_upgrade(req.headers())
+        {
+            in_progress.quiet();
         }
-        why = activity.watch(timeouts.idle, timeouts.header_read) => match why {
-            Expired::Idle => {
-                served.as_mut().graceful_shutdown();
-                let _ = served.as_mut().await;
-            }
-            // A head that never completes: drop the connection, nothing to finish.
-            Expired::HeaderRead => {}
-        },
+        async move { Ok::<_, Infallible>(handle(req, &conn, in_progress).await) }
+    });
+    let mut io = io;
+    let watch = activity.watch(timeouts.idle, timeouts.header_read);
+    tokio::pin!(watch);
+    let sniffed = tokio::select! {
+        r = sniff(&mut io) => r,
+        () = super::io::cancelled(&graceful) => return,
+        _ = watch.as_mut() => return,
+    };
+    let Ok((first, h2)) = sniffed else {
+        return;
+    };
+    let io = TokioIo::new(Prefixed::new(first, io));
+    if h2 {
+        // HTTP/2 gets the HTTP/1 head limit (hyper's default is 16 KiB): a request must not
+        // pass or fail depending on the protocol the client happened to negotiate. Boxed: an
+        // HTTP/2 connection's state is kilobytes that HTTP/1 connections should not carry.
+        let served = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .max_header_list_size(MAX_HEAD as u32)
+            .serve_connection(io, service);
+        let mut served = Box::pin(served);
+        drive(served.as_mut(), |c| c.graceful_shutdown(), &graceful, watch).await;
+    } else {
+        let served = hyper::server::conn::http1::Builder::new()
+            // `header_read` is ours (`Activity::watch`): hyper's runs on idle keep-alive
+            // connections too, which would close them at `header_read` instead of `idle`.
+            .header_read_timeout(None)
+            .max_headers(MAX_HEADERS)
+            .max_buf_size(MAX_HEAD)
+            .serve_connection(io, service)
+            .with_upgrades();
+        tokio::pin!(served);
+        drive(served, |c| c.graceful_shutdown(), &graceful, watch).await;
     }
-    tunnels.close();
-    tunnels.wait().await;
+    if let Some(t) = stop_tunnels.0.tunnels.get() {
+        t.tracker.close();
+        t.tracker.wait().await;
+    }
     crate::metrics::bytes(
         &listener,
         activity.read.load(Ordering::Relaxed),
@@ -134,9 +178,63 @@ pub async fn serve<I>(
     );
 }
 
+/// The HTTP/2 connection preface (RFC 9113 §3.4): a client that starts with it speaks
+/// HTTP/2 with prior knowledge (or chose it by ALPN).
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Reads the client's first bytes, as many as one read gives, and more only while they could
+/// still be the start of the HTTP/2 preface. They go back in front of the stream for hyper.
+/// `true`: HTTP/2. Ok with nothing read: the client closed at once.
+async fn sniff<I: AsyncRead + Unpin>(io: &mut I) -> std::io::Result<(Bytes, bool)> {
+    let mut buf = BytesMut::with_capacity(SNIFF_READ);
+    loop {
+        if io.read_buf(&mut buf).await? == 0 {
+            return Ok((buf.freeze(), false));
+        }
+        let n = buf.len().min(PREFACE.len());
+        if buf.get(..n) != PREFACE.get(..n) {
+            return Ok((buf.freeze(), false));
+        }
+        if n == PREFACE.len() {
+            return Ok((buf.freeze(), true));
+        }
+    }
+}
+
+/// The first read on a client connection: a common request head fits.
+const SNIFF_READ: usize = 4096;
+
+/// Runs a client connection to its end: on drain, or once idle, it finishes the request in
+/// progress and closes; a request head that takes longer than `header_read` closes it at once.
+async fn drive<C: Future>(
+    mut conn: Pin<&mut C>,
+    graceful_shutdown: impl FnOnce(Pin<&mut C>),
+    graceful: &CancellationToken,
+    watch: Pin<&mut impl Future<Output = Expired>>,
+) {
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        () = super::io::cancelled(graceful) => {
+            graceful_shutdown(conn.as_mut());
+            let _ = conn.await;
+        }
+        why = watch => match why {
+            Expired::Idle => {
+                graceful_shutdown(conn.as_mut());
+                let _ = conn.await;
+            }
+            // A head that never completes: drop the connection, nothing to finish.
+            Expired::HeaderRead => {}
+        },
+    }
+}
+
 /// One request: route, pick, send with failover, and answer.
-async fn handle(req: Request<Incoming>, conn: &Conn) -> Response<RespBody> {
-    let in_progress = conn.activity.begin();
+async fn handle(
+    req: Request<Incoming>,
+    conn: &Conn,
+    in_progress: InProgress,
+) -> Response<RespBody> {
     let started = Instant::now();
     let snapshot = conn.shared.state.load_full();
     let Some((_, upstream)) = snapshot.route(&conn.listener) else {
@@ -229,10 +327,10 @@ async fn forward(
     let replay = (retries > 0 && upstream.backends.len() > 1 && replayable(&outgoing))
         .then(|| head_of(&outgoing));
     let key = pool_key(upstream, &conn.addrs);
-    let mut tried: Vec<usize> = Vec::new();
+    let mut tried = super::Tried::default();
     let mut last: Option<Arc<Backend>> = None;
     loop {
-        let Some(lease) = upstream.pick(&tried) else {
+        let Some(lease) = upstream.pick(tried.as_slice()) else {
             return Err(if tried.is_empty() {
                 (StatusCode::SERVICE_UNAVAILABLE, None)
             } else {
@@ -397,8 +495,10 @@ fn fail(upstream: &Upstream, lease: &Lease, kind: &'static str) {
     upstream.record_failure(lease.index, kind);
 }
 
+const HOP_COUNT: usize = 7;
+
 /// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded.
-const HOP_BY_HOP: [HeaderName; 7] = [
+const HOP_BY_HOP: [HeaderName; HOP_COUNT] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -430,29 +530,34 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 /// over the fields finds what is there (most messages carry none, or only `Connection`),
 /// instead of a hash lookup for each of the seven names on every message.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let has_connection = headers.contains_key(header::CONNECTION);
-    let mut doomed: Vec<HeaderName> = Vec::new();
+    // One pass to learn which fixed hop-by-hop fields are present: most messages carry
+    // none, or only `Connection`, and a lookup per name would cost more than the pass.
+    let mut present = [false; HOP_COUNT];
+    let mut any = false;
     for name in headers.keys() {
-        let named = has_connection && connection_names(headers, name);
-        if (HOP_BY_HOP.contains(name) || named) && !doomed.contains(name) {
-            doomed.push(name.clone());
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name)
+            && let Some(p) = present.get_mut(i)
+        {
+            *p = true;
+            any = true;
         }
     }
-    for name in doomed {
-        headers.remove(name);
+    if !any {
+        return;
     }
-}
-
-/// True when a `Connection` field names `name`.
-fn connection_names(headers: &HeaderMap, name: &HeaderName) -> bool {
-    headers
+    // The fields a `Connection` field names go too (`Connection` itself is in the list).
+    let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .any(|t| {
-            t.trim_ascii()
-                .eq_ignore_ascii_case(name.as_str().as_bytes())
-        })
+        .filter_map(|t| HeaderName::from_bytes(t.trim_ascii()).ok())
+        .collect();
+    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
+        headers.remove(name);
+    }
+    for name in named {
+        headers.remove(name);
+    }
 }
 
 /// Which fields that `prepare` acts on a request carries, found in one pass.
@@ -624,10 +729,14 @@ fn tunnel(
     backend: hyper::upgrade::OnUpgrade,
     lease: Lease,
 ) {
-    let stop = conn.stop.clone();
+    let tunnels = conn.tunnels.get_or_init(|| Tunnels {
+        tracker: TaskTracker::new(),
+        stop: CancellationToken::new(),
+    });
+    let stop = tunnels.stop.clone();
     let idle = conn.idle;
     let listener = Arc::clone(&conn.listener);
-    conn.tunnels.spawn(async move {
+    tunnels.tracker.spawn(async move {
         let (Ok(c), Ok(b)) = (client.await, backend.await) else {
             return;
         };

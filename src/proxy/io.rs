@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
@@ -30,6 +31,10 @@ pub struct Activity {
     h2: AtomicBool,
     /// Requests begun on this connection.
     begun: AtomicU64,
+    /// A bodiless HTTP/1 request is in progress: reads wait until its response is done.
+    quiet: AtomicBool,
+    /// The reader waiting for `quiet` to end.
+    parked: AtomicWaker,
 }
 
 impl Activity {
@@ -42,6 +47,8 @@ impl Activity {
             head_since: AtomicU64::new(0),
             h2: AtomicBool::new(false),
             begun: AtomicU64::new(0),
+            quiet: AtomicBool::new(false),
+            parked: AtomicWaker::new(),
         })
     }
 
@@ -123,9 +130,29 @@ pub enum Expired {
 #[derive(Debug)]
 pub struct InProgress(Arc<Activity>);
 
+impl InProgress {
+    /// Pauses the connection's reads until this request's response is done. For a bodiless
+    /// HTTP/1 request nothing the client sends can matter before then: a pipelined request
+    /// waits its turn anyway, and a client that closed is noticed when the response is
+    /// written (HAProxy without `abortonclose` does the same). hyper looks for the client's
+    /// close while the backend answers, which would cost a read syscall per request, and on
+    /// a freshly accepted socket its registration with the event loop.
+    /// The connection's first request.
+    pub fn is_first(&self) -> bool {
+        self.0.begun.load(Ordering::Relaxed) == 1
+    }
+
+    pub fn quiet(&self) {
+        self.0.quiet.store(true, Ordering::Relaxed);
+    }
+}
+
 impl Drop for InProgress {
     fn drop(&mut self) {
         self.0.in_progress.fetch_sub(1, Ordering::Relaxed);
+        if self.0.quiet.swap(false, Ordering::AcqRel) {
+            self.0.parked.wake();
+        }
     }
 }
 
@@ -142,6 +169,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if self.activity.quiet.load(Ordering::Acquire) {
+            self.activity.parked.register(cx.waker());
+            // The response may have finished between the two looks.
+            if self.activity.quiet.load(Ordering::Acquire) {
+                return Poll::Pending;
+            }
+        }
         let before = buf.filled().len();
         let r = Pin::new(&mut self.io).poll_read(cx, buf);
         let n = buf.filled().len() - before;
@@ -179,7 +213,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        let r = write_gathered(Pin::new(&mut self.io), cx, bufs);
         if let Poll::Ready(Ok(n)) = r {
             self.activity.written.fetch_add(n as u64, Ordering::Relaxed);
         }
@@ -196,6 +230,90 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// Gathered writes up to this size are copied into one buffer and sent with one `send(2)`.
+const GATHER_MAX: usize = 4096;
+
+/// Writes `bufs` (hyper hands a response head and body, or a request head, as separate
+/// slices) to `io`. Small ones are copied together and written with one plain write: on a
+/// socket that is `send(2)`, which costs the kernel less per call than `writev(2)`, whose
+/// iovec array is copied in and checked first; a few hundred bytes copied here cost less
+/// than that. Larger writes stay vectored, so no body is copied.
+pub fn write_gathered<S: AsyncWrite + ?Sized>(
+    io: Pin<&mut S>,
+    cx: &mut Context<'_>,
+    bufs: &[io::IoSlice<'_>],
+) -> Poll<io::Result<usize>> {
+    let mut parts = bufs.iter().filter(|b| !b.is_empty());
+    let (first, second) = (parts.next(), parts.next());
+    let Some(first) = first else {
+        return io.poll_write(cx, &[]);
+    };
+    if second.is_none() {
+        return io.poll_write(cx, first);
+    }
+    let total = bufs.iter().map(|b| b.len()).sum::<usize>();
+    if total > GATHER_MAX {
+        return io.poll_write_vectored(cx, bufs);
+    }
+    GATHER.with_borrow_mut(|one| {
+        one.clear();
+        for b in bufs {
+            one.extend_from_slice(b);
+        }
+        io.poll_write(cx, one)
+    })
+}
+
+thread_local! {
+    /// The buffer `write_gathered` copies into: one per thread, reused, never zeroed.
+    static GATHER: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(GATHER_MAX));
+}
+
+/// A backend stream whose small gathered writes go out as one `send(2)` (see
+/// `write_gathered`).
+#[derive(Debug)]
+pub struct Gathered<S>(pub S);
+
+impl<S: AsyncRead + Unpin> AsyncRead for Gathered<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Gathered<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        write_gathered(Pin::new(&mut self.0), cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
     }
 }
 

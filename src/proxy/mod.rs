@@ -27,6 +27,47 @@ pub type BackendIo = Either<TcpStream, Box<CloseAsEof<TlsStream<TcpStream>>>>;
 /// worth trying on another backend.
 pub const LOCAL: &str = "local";
 
+/// The backends a request or session has tried, in order. The usual few stay on the stack:
+/// a heap allocation per request for this list would be a measurable share of its cost.
+#[derive(Debug, Default)]
+pub struct Tried {
+    inline: [usize; 4],
+    len: usize,
+    /// All of them, once there are more than `inline` holds.
+    spilled: Vec<usize>,
+}
+
+impl Tried {
+    pub fn push(&mut self, index: usize) {
+        if self.spilled.is_empty() {
+            if let Some(slot) = self.inline.get_mut(self.len) {
+                *slot = index;
+                self.len += 1;
+                return;
+            }
+            self.spilled.extend_from_slice(&self.inline);
+        }
+        self.spilled.push(index);
+        self.len += 1;
+    }
+
+    pub fn as_slice(&self) -> &[usize] {
+        if self.spilled.is_empty() {
+            self.inline.get(..self.len).unwrap_or_default()
+        } else {
+            &self.spilled
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
 /// Why no backend connection could be had.
 #[derive(Debug)]
 pub enum DialError {
@@ -40,11 +81,11 @@ pub enum DialError {
 /// times. Each failure counts against its backend; each move to another backend is a
 /// failover.
 pub async fn dial(upstream: &Upstream, addrs: &Addresses) -> Result<(BackendIo, Lease), DialError> {
-    let mut tried: Vec<usize> = Vec::new();
+    let mut tried = Tried::default();
     let mut last: Option<Arc<Backend>> = None;
     let attempts = upstream.conf.retries.saturating_add(1);
     for attempt in 0..attempts {
-        let Some(lease) = upstream.pick(&tried) else {
+        let Some(lease) = upstream.pick(tried.as_slice()) else {
             break;
         };
         if attempt > 0 {

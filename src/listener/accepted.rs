@@ -1,0 +1,208 @@
+//! Accepting client connections, and the accepted socket, which joins the runtime's event
+//! loop only once it has to wait.
+//!
+//! A short-lived client's request is usually in the socket by the time fulcrum accepts it,
+//! and the response fits the socket's send buffer: such a connection is served by reads and
+//! writes that never wait. Registering it with epoll and removing it again at close would be
+//! two of the dozen syscalls its whole life takes, so it joins only when a read or write would
+//! block (HAProxy does the same). A keep-alive connection joins at its first wait, for good.
+
+use std::io::{self, IoSlice, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use rustix::net::SocketFlags;
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// Registers a listening socket with the event loop, for `accept`.
+pub fn register(listener: std::net::TcpListener) -> io::Result<AsyncFd<std::net::TcpListener>> {
+    // SAFETY: the `TcpListener` owns its descriptor, so it stays open and the same until the
+    // `AsyncFd` drops it, after removing it from the event loop.
+    Ok(unsafe { AsyncFd::register(listener) }?)
+}
+
+/// Takes the next client from `listener`, waiting until there is one.
+pub async fn accept(
+    listener: &AsyncFd<std::net::TcpListener>,
+) -> io::Result<(Accepted, SocketAddr)> {
+    loop {
+        let mut ready = listener.readable().await?;
+        // One accept4(2) gives the socket non-blocking, close-on-exec and the peer address.
+        let accepted = ready.try_io(|l| {
+            let (fd, peer) = rustix::net::acceptfrom_with(
+                l.get_ref(),
+                SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+            )?;
+            let peer = peer
+                .and_then(|p| SocketAddr::try_from(p).ok())
+                .ok_or_else(|| io::Error::other("accepted a socket that is not TCP/IP"))?;
+            Ok((fd, peer))
+        });
+        match accepted {
+            Ok(Ok((fd, peer))) => {
+                let socket = std::net::TcpStream::from(fd);
+                return Ok((Accepted(State::Raw(socket)), peer));
+            }
+            Ok(Err(e)) => return Err(e),
+            // Spurious readiness: wait again.
+            Err(_would_block) => {}
+        }
+    }
+}
+
+/// A client socket; see the module comment.
+#[derive(Debug)]
+pub struct Accepted(State);
+
+#[derive(Debug)]
+enum State {
+    /// Not known to the event loop; non-blocking, so reads and writes never wait.
+    Raw(std::net::TcpStream),
+    Joined(TcpStream),
+    /// Joining failed (the error was returned then); the socket is closed.
+    Broken,
+}
+
+impl Accepted {
+    pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
+        match &self.0 {
+            State::Raw(s) => s.set_nodelay(on),
+            State::Joined(s) => s.set_nodelay(on),
+            State::Broken => Err(broken()),
+        }
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        match &self.0 {
+            State::Raw(s) => s.local_addr(),
+            State::Joined(s) => s.local_addr(),
+            State::Broken => Err(broken()),
+        }
+    }
+
+    /// The raw socket while it has not joined, to try an operation on without waiting.
+    fn raw(&self) -> Option<&std::net::TcpStream> {
+        match &self.0 {
+            State::Raw(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Registers the socket with the event loop, for an operation that must wait.
+    fn join(&mut self) -> io::Result<Pin<&mut TcpStream>> {
+        if let State::Raw(_) = self.0
+            && let State::Raw(s) = std::mem::replace(&mut self.0, State::Broken)
+        {
+            self.0 = State::Joined(TcpStream::from_std(s)?);
+        }
+        match &mut self.0 {
+            State::Joined(s) => Ok(Pin::new(s)),
+            _ => Err(broken()),
+        }
+    }
+}
+
+fn broken() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotConnected,
+        "socket could not join the event loop",
+    )
+}
+
+/// `Some(r)` unless `r` says the operation would have to wait.
+fn unless_blocked<T>(r: io::Result<T>) -> Option<io::Result<T>> {
+    match r {
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            ) =>
+        {
+            None
+        }
+        r => Some(r),
+    }
+}
+
+impl AsyncRead for Accepted {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if let Some(s) = this.raw() {
+            // SAFETY: `recv` only writes to the buffer, never de-initializes it.
+            let dst = unsafe { buf.unfilled_mut() };
+            if let Some(r) = unless_blocked(socket2::SockRef::from(s).recv(dst)) {
+                return Poll::Ready(r.map(|n| {
+                    // SAFETY: `recv` initialized the first `n` bytes of `dst`.
+                    unsafe { buf.assume_init(n) };
+                    buf.advance(n);
+                }));
+            }
+        }
+        match this.join() {
+            Ok(s) => s.poll_read(cx, buf),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+}
+
+impl AsyncWrite for Accepted {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if let Some(mut s) = this.raw()
+            && let Some(r) = unless_blocked(s.write(buf))
+        {
+            return Poll::Ready(r);
+        }
+        match this.join() {
+            Ok(s) => s.poll_write(cx, buf),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if let Some(mut s) = this.raw()
+            && let Some(r) = unless_blocked(s.write_vectored(bufs))
+        {
+            return Poll::Ready(r);
+        }
+        match this.join() {
+            Ok(s) => s.poll_write_vectored(cx, bufs),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().0 {
+            State::Joined(s) => Pin::new(s).poll_flush(cx),
+            _ => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().0 {
+            State::Raw(s) => Poll::Ready(s.shutdown(Shutdown::Write)),
+            State::Joined(s) => Pin::new(s).poll_shutdown(cx),
+            State::Broken => Poll::Ready(Err(broken())),
+        }
+    }
+}
