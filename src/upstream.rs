@@ -486,6 +486,9 @@ pub struct Snapshot {
     pub resolved: Resolved,
     /// Seconds since the Unix epoch at load time, for `/status`.
     pub loaded_at: u64,
+    /// The upstream of each of `config.listeners`, in order: `route` runs per request and
+    /// per connection, where hashing the upstream's name would be a measurable cost.
+    routes: Vec<Option<Arc<Upstream>>>,
 }
 
 impl Snapshot {
@@ -502,12 +505,18 @@ impl Snapshot {
         let loaded_at = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
+        let routes = config
+            .listeners
+            .iter()
+            .map(|l| upstreams.get(&l.upstream).cloned())
+            .collect();
         Ok(Snapshot {
             config,
             upstreams,
             acceptors,
             resolved,
             loaded_at,
+            routes,
         })
     }
 
@@ -522,8 +531,13 @@ impl Snapshot {
 
     /// The listener named `name` and its upstream.
     pub fn route(&self, name: &str) -> Option<(&config::Listener, &Arc<Upstream>)> {
-        let l = self.config.listeners.iter().find(|l| l.name == name)?;
-        Some((l, self.upstreams.get(&l.upstream)?))
+        let (i, l) = self
+            .config
+            .listeners
+            .iter()
+            .enumerate()
+            .find(|(_, l)| l.name == name)?;
+        Some((l, self.routes.get(i)?.as_ref()?))
     }
 }
 

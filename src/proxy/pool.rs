@@ -44,6 +44,9 @@ pub struct Pool {
 
 #[derive(Debug, Default)]
 struct Idle {
+    /// Key `None`, kept apart from `by_key`: it is the key of nearly every request, and
+    /// hashing it on every checkout and checkin would be a measurable cost.
+    shared: Vec<(Sender, Instant)>,
     by_key: HashMap<Key, Vec<(Sender, Instant)>>,
     /// Connections held across all keys, at most `MAX_IDLE`.
     count: usize,
@@ -55,14 +58,23 @@ struct Idle {
 impl Idle {
     /// Drops closed and expired connections of every key.
     fn sweep(&mut self, now: Instant) {
+        let alive = |(s, since): &(Sender, Instant)| {
+            !s.is_closed() && now.saturating_duration_since(*since) < IDLE_TIMEOUT
+        };
+        self.shared.retain(alive);
         self.by_key.retain(|_, list| {
-            list.retain(|(s, since)| {
-                !s.is_closed() && now.saturating_duration_since(*since) < IDLE_TIMEOUT
-            });
+            list.retain(alive);
             !list.is_empty()
         });
-        self.count = self.by_key.values().map(Vec::len).sum();
+        self.count = self.shared.len() + self.by_key.values().map(Vec::len).sum::<usize>();
         self.swept = Some(now);
+    }
+
+    fn list(&mut self, key: &Key) -> Option<&mut Vec<(Sender, Instant)>> {
+        match key {
+            None => Some(&mut self.shared),
+            Some(_) => self.by_key.get_mut(key),
+        }
     }
 }
 
@@ -71,7 +83,7 @@ impl Pool {
     /// expired.
     pub fn checkout(&self, key: &Key) -> Option<Sender> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let list = idle.by_key.get_mut(key)?;
+        let list = idle.list(key)?;
         let mut found = None;
         let mut taken = 0;
         while let Some((sender, since)) = list.pop() {
@@ -81,7 +93,7 @@ impl Pool {
                 break;
             }
         }
-        if list.is_empty() {
+        if list.is_empty() && key.is_some() {
             idle.by_key.remove(key);
         }
         idle.count = idle.count.saturating_sub(taken);
@@ -103,7 +115,10 @@ impl Pool {
             idle.sweep(now);
         }
         if idle.count < MAX_IDLE {
-            idle.by_key.entry(key).or_default().push((sender, now));
+            match key {
+                None => idle.shared.push((sender, now)),
+                Some(_) => idle.by_key.entry(key).or_default().push((sender, now)),
+            }
             idle.count += 1;
         }
     }
