@@ -164,6 +164,7 @@ pub async fn serve<I>(
     let watch = activity.watch(timeouts.idle, timeouts.header_read);
     tokio::pin!(watch);
     let sniffed = tokio::select! {
+        biased;
         r = sniff(&mut io) => r,
         () = super::io::cancelled(&graceful) => return,
         _ = watch.as_mut() => return,
@@ -240,6 +241,8 @@ async fn drive<C: Future>(
     watch: Pin<&mut impl Future<Output = Expired>>,
 ) {
     tokio::select! {
+        // In this order: `watch` must see what the connection's poll just did.
+        biased;
         _ = conn.as_mut() => {}
         () = super::io::cancelled(graceful) => {
             graceful_shutdown(conn.as_mut());

@@ -88,7 +88,21 @@ impl Activity {
     /// own timer it does not run while a keep-alive connection is merely idle. It looks every
     /// quarter of the shorter one, so either fires within 1.25 x its time, for a timer per
     /// connection rather than a clock read per byte moved.
+    ///
+    /// Over HTTP/1 it starts only once the connection first waits on its client with no
+    /// request in progress (neither timeout runs while one is): a connection whose request
+    /// arrived with it and that closes after the response costs no timer at all. That relies
+    /// on the caller polling it after the connection itself, each time (`biased` select), as
+    /// only the connection's own poll moves `in_progress` there.
     pub async fn watch(&self, idle: Duration, header_read: Duration) -> Expired {
+        std::future::poll_fn(|_| {
+            if self.in_progress.load(Ordering::Relaxed) == 0 || self.h2.load(Ordering::Relaxed) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
         let step = (idle.min(header_read) / 4).max(Duration::from_millis(1));
         let mut seen = self.moved();
         let mut quiet_since = Instant::now();
