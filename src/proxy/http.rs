@@ -15,7 +15,7 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Empty, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -214,23 +214,52 @@ const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// still be the start of the HTTP/2 preface. They go back in front of the stream for hyper.
 /// `true`: HTTP/2. Ok with nothing read: the client closed at once.
 async fn sniff<I: AsyncRead + Unpin>(io: &mut I) -> std::io::Result<(Bytes, bool)> {
-    let mut buf = BytesMut::with_capacity(SNIFF_READ);
+    let mut got = BytesMut::new();
     loop {
-        if io.read_buf(&mut buf).await? == 0 {
-            return Ok((buf.freeze(), false));
+        let more = std::future::poll_fn(|cx| read_scratch(Pin::new(&mut *io), cx)).await?;
+        if more.is_empty() {
+            return Ok((got.freeze(), false));
         }
-        let n = buf.len().min(PREFACE.len());
-        if buf.get(..n) != PREFACE.get(..n) {
-            return Ok((buf.freeze(), false));
+        let head = if got.is_empty() {
+            more
+        } else {
+            got.extend_from_slice(&more);
+            std::mem::take(&mut got).freeze()
+        };
+        let n = head.len().min(PREFACE.len());
+        if head.get(..n) != PREFACE.get(..n) {
+            return Ok((head, false));
         }
         if n == PREFACE.len() {
-            return Ok((buf.freeze(), true));
+            return Ok((head, true));
         }
+        got = BytesMut::from(&head[..]);
     }
 }
 
+/// One read into a per-thread buffer, copied out at its size: a connection's first bytes cost
+/// a small allocation rather than a large one (a request head is usually a few hundred bytes).
+fn read_scratch<I: AsyncRead>(
+    io: Pin<&mut I>,
+    cx: &mut Context<'_>,
+) -> Poll<std::io::Result<Bytes>> {
+    SCRATCH.with_borrow_mut(|scratch| {
+        let mut buf = tokio::io::ReadBuf::new(scratch);
+        match io.poll_read(cx, &mut buf) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(Bytes::copy_from_slice(buf.filled()))),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+}
+
 /// The first read on a client connection: a common request head fits.
-const SNIFF_READ: usize = 4096;
+const SNIFF_READ: usize = 8192;
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Box<[u8]>> =
+        std::cell::RefCell::new(vec![0; SNIFF_READ].into_boxed_slice());
+}
 
 /// Runs a client connection to its end: on drain, or once idle, it finishes the request in
 /// progress and closes; a request head that takes longer than `header_read` closes it at once.
