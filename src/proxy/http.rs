@@ -594,7 +594,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let mut present = [false; HOP_COUNT];
     let mut any = false;
     for name in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name)
+        if let Some(i) = hop_index(name)
             && let Some(p) = present.get_mut(i)
         {
             *p = true;
@@ -628,6 +628,21 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// The place of `name` in `HOP_BY_HOP`: one `match` on the name, where comparing it with
+/// each of the seven costs more on every field of every message.
+fn hop_index(name: &HeaderName) -> Option<usize> {
+    match name.as_str() {
+        "connection" => Some(0),
+        "keep-alive" => Some(1),
+        "proxy-connection" => Some(2),
+        "te" => Some(3),
+        "trailer" => Some(4),
+        "transfer-encoding" => Some(5),
+        "upgrade" => Some(6),
+        _ => None,
+    }
+}
+
 /// Which fields that `prepare` acts on a request carries, found in one pass.
 #[derive(Default)]
 struct Fields {
@@ -637,12 +652,15 @@ struct Fields {
     cookies: usize,
     expect: bool,
     forwarded_for: bool,
+    /// The fields' size as lines of a head: names, values and ": " and CRLF.
+    size: usize,
 }
 
 fn fields(headers: &HeaderMap) -> Fields {
     let mut f = Fields::default();
     // Every field, repeats included: two `Host` lines count as two.
-    for (name, _) in headers {
+    for (name, value) in headers {
+        f.size += name.as_str().len() + value.len() + 4;
         if name == header::TRANSFER_ENCODING {
             f.transfer_encoding = true;
         } else if name == header::CONTENT_LENGTH {
@@ -672,6 +690,11 @@ fn prepare(
     let (mut parts, body) = req.into_parts();
     let headers = &mut parts.headers;
     let f = fields(headers);
+    // hyper's own limit is checked between reads, so a head that arrives in large reads can
+    // pass it; HTTP/2 has none of its own for the whole head.
+    if f.size + parts.uri.path_and_query().map_or(0, |p| p.as_str().len()) > MAX_HEAD {
+        return Err(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    }
     if f.transfer_encoding {
         if f.content_length {
             return Err(StatusCode::BAD_REQUEST);
@@ -867,6 +890,17 @@ fn local(status: StatusCode, progress: InProgress) -> Response<RespBody> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    // A request refused for its own shape: what the client sends next on this connection is
+    // not worth reading (nginx closes there too).
+    if matches!(
+        status,
+        StatusCode::BAD_REQUEST
+            | StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+            | StatusCode::NOT_IMPLEMENTED
+    ) {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     resp
 }
 
@@ -959,7 +993,15 @@ impl Body for RespBody {
 
 #[cfg(test)]
 mod tests {
-    use super::ip_value;
+    use super::{HOP_BY_HOP, hop_index, ip_value};
+
+    #[test]
+    fn hop_index_agrees_with_the_list() {
+        for (i, name) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_index(name), Some(i), "{name}");
+        }
+        assert_eq!(hop_index(&http::header::HOST), None);
+    }
 
     #[test]
     fn ip_values_are_the_usual_text() {
