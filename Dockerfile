@@ -10,7 +10,13 @@ RUN mkdir -p src benches && echo 'fn main() {}' > src/main.rs && touch src/lib.r
     && cargo build --release --locked --bin fulcrum || true
 COPY src ./src
 COPY benches ./benches
-RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin fulcrum \
+COPY examples/pgo_train.rs ./examples/pgo_train.rs
+COPY scripts ./scripts
+# The profile-guided build (README, Benchmark): instrumented build, a few seconds of training
+# load on 127.0.0.1 inside this stage, optimized build.
+RUN rustup component add llvm-tools \
+    && touch src/main.rs src/lib.rs && scripts/pgo-build.sh \
+    && cp target/pgo/release/fulcrum target/release/fulcrum \
     && strip target/release/fulcrum
 
 FROM debian:bookworm-slim

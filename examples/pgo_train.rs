@@ -67,7 +67,7 @@ async fn run(bin: &Path) -> Result<()> {
         .with_no_client_auth(),
     );
     keep_alive(web, 64, 400, "/").await?;
-    per_connection(web, 32, 1500).await?;
+    per_connection(web, 32, 4000).await?;
     keep_alive(web, 8, 16, "/big").await?;
     keep_alive(l4, 32, 300, "/").await?;
     tls_keep_alive(tls, &tls_config, 32, 200).await?;
