@@ -145,17 +145,17 @@ pub enum Expired {
 pub struct InProgress(Arc<Activity>);
 
 impl InProgress {
+    /// The connection's first request.
+    pub fn is_first(&self) -> bool {
+        self.0.begun.load(Ordering::Relaxed) == 1
+    }
+
     /// Pauses the connection's reads until this request's response is done. For a bodiless
     /// HTTP/1 request nothing the client sends can matter before then: a pipelined request
     /// waits its turn anyway, and a client that closed is noticed when the response is
     /// written (HAProxy without `abortonclose` does the same). hyper looks for the client's
     /// close while the backend answers, which would cost a read syscall per request, and on
     /// a freshly accepted socket its registration with the event loop.
-    /// The connection's first request.
-    pub fn is_first(&self) -> bool {
-        self.0.begun.load(Ordering::Relaxed) == 1
-    }
-
     pub fn quiet(&self) {
         self.0.quiet.store(true, Ordering::Relaxed);
     }
