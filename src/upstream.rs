@@ -177,12 +177,7 @@ pub struct Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        // Round robin never reads the balancer's count: skip its lock on every request.
-        self.backend.schedule(|b, i| {
-            if b.policy() == Policy::LeastLoad {
-                b.release(i);
-            }
-        });
+        self.backend.schedule(|b, i| b.release(i));
         self.backend.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }

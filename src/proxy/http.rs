@@ -20,6 +20,7 @@ use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::fail;
 use super::io::{Activity, Expired, InProgress, Metered};
 use super::pool::{self, ReqBody, Sender};
 use crate::config::ProxyProtocol;
@@ -174,6 +175,7 @@ pub async fn serve<I>(
     };
     let io = TokioIo::new(Prefixed::new(first, io));
     if h2 {
+        activity.set_h2();
         // HTTP/2 gets the HTTP/1 head limit (hyper's default is 16 KiB): a request must not
         // pass or fail depending on the protocol the client happened to negotiate. Boxed: an
         // HTTP/2 connection's state is kilobytes that HTTP/1 connections should not carry.
@@ -243,7 +245,17 @@ fn read_scratch<I: AsyncRead>(
     io: Pin<&mut I>,
     cx: &mut Context<'_>,
 ) -> Poll<std::io::Result<Bytes>> {
-    SCRATCH.with_borrow_mut(|scratch| {
+    SCRATCH.with(|cell| {
+        // Taken only by a read nested inside another's: never a panic on the data path.
+        let mut own;
+        let mut borrowed = cell.try_borrow_mut();
+        let scratch: &mut [u8] = match &mut borrowed {
+            Ok(b) => b,
+            Err(_) => {
+                own = vec![0; SNIFF_READ];
+                &mut own
+            }
+        };
         let mut buf = tokio::io::ReadBuf::new(scratch);
         match io.poll_read(cx, &mut buf) {
             Poll::Ready(Ok(())) => Poll::Ready(Ok(Bytes::copy_from_slice(buf.filled()))),
@@ -542,16 +554,6 @@ async fn connect(
         tokio_util::either::Either::Right(tls) => pool::handshake(tls).await,
     };
     handshake.map_err(|_| "connect")
-}
-
-/// Counts a failed exchange against the lease's backend; a local shortage (no descriptors
-/// or ports) is not the backend's fault.
-fn fail(upstream: &Upstream, lease: &Lease, kind: &'static str) {
-    if kind == super::LOCAL {
-        return;
-    }
-    crate::metrics::backend_failure(&upstream.name, &lease.backend.addr, kind);
-    upstream.record_failure(lease.index, kind);
 }
 
 const HOP_COUNT: usize = 7;

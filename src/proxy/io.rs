@@ -124,6 +124,11 @@ impl Activity {
         }
     }
 
+    /// The client speaks HTTP/2, as the connection's first bytes showed.
+    pub fn set_h2(&self) {
+        self.h2.store(true, Ordering::Relaxed);
+    }
+
     /// Marks one request in progress until the guard drops.
     pub fn begin(self: &Arc<Self>) -> InProgress {
         self.in_progress.fetch_add(1, Ordering::Relaxed);
@@ -194,14 +199,6 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
         let r = Pin::new(&mut self.io).poll_read(cx, buf);
         let n = buf.filled().len() - before;
         if n > 0 {
-            if self.activity.read.load(Ordering::Relaxed) == 0
-                && buf
-                    .filled()
-                    .get(before..)
-                    .is_some_and(|b| b.starts_with(b"PRI * HTTP/2"))
-            {
-                self.activity.h2.store(true, Ordering::Relaxed);
-            }
             self.activity.arrived();
             self.activity.read.fetch_add(n as u64, Ordering::Relaxed);
         }
@@ -272,12 +269,16 @@ pub fn write_gathered<S: AsyncWrite + ?Sized>(
     if total > GATHER_MAX {
         return io.poll_write_vectored(cx, bufs);
     }
-    GATHER.with_borrow_mut(|one| {
-        one.clear();
-        for b in bufs {
-            one.extend_from_slice(b);
+    GATHER.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut one) => {
+            one.clear();
+            for b in bufs {
+                one.extend_from_slice(b);
+            }
+            io.poll_write(cx, &one)
         }
-        io.poll_write(cx, one)
+        // Taken only by a write nested inside another's: never a panic on the data path.
+        Err(_) => io.poll_write_vectored(cx, bufs),
     })
 }
 

@@ -6,8 +6,6 @@ pub mod io;
 pub mod pool;
 pub mod tcp;
 
-use std::sync::Arc;
-
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -68,6 +66,16 @@ impl Tried {
     }
 }
 
+/// Counts a failed connect or exchange against the lease's backend; a local shortage (no
+/// descriptors or ports) is not the backend's fault.
+pub fn fail(upstream: &Upstream, lease: &Lease, kind: &'static str) {
+    if kind == LOCAL {
+        return;
+    }
+    crate::metrics::backend_failure(&upstream.name, &lease.backend.addr, kind);
+    upstream.record_failure(lease.index, kind);
+}
+
 /// Why no backend connection could be had.
 #[derive(Debug)]
 pub enum DialError {
@@ -82,7 +90,7 @@ pub enum DialError {
 /// failover.
 pub async fn dial(upstream: &Upstream, addrs: &Addresses) -> Result<(BackendIo, Lease), DialError> {
     let mut tried = Tried::default();
-    let mut last: Option<Arc<Backend>> = None;
+    let mut failed_any = false;
     let attempts = upstream.conf.retries.saturating_add(1);
     for attempt in 0..attempts {
         let Some(lease) = upstream.pick(tried.as_slice()) else {
@@ -96,20 +104,20 @@ pub async fn dial(upstream: &Upstream, addrs: &Addresses) -> Result<(BackendIo, 
             Ok(stream) => return Ok((stream, lease)),
             Err(LOCAL) => {
                 tracing::warn!(upstream = %upstream.name, "connect failed for want of local resources");
-                last = Some(Arc::clone(&lease.backend));
+                failed_any = true;
                 break;
             }
             Err(kind) => {
                 tracing::debug!(upstream = %upstream.name, backend = %lease.backend.addr, kind, "connect failed");
-                crate::metrics::backend_failure(&upstream.name, &lease.backend.addr, kind);
-                upstream.record_failure(lease.index, kind);
-                last = Some(Arc::clone(&lease.backend));
+                fail(upstream, &lease, kind);
+                failed_any = true;
             }
         }
     }
-    match last {
-        Some(_) => Err(DialError::Failed),
-        None => Err(DialError::NoHealthy),
+    if failed_any {
+        Err(DialError::Failed)
+    } else {
+        Err(DialError::NoHealthy)
     }
 }
 

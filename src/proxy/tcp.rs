@@ -77,8 +77,7 @@ where
     // Only the backend's own errors count against it, and only before it sent anything: a
     // client that resets, or a session that broke later, says nothing of its health.
     if b.failed && !answered {
-        crate::metrics::backend_failure(&upstream.name, &lease.backend.addr, "reset");
-        upstream.record_failure(lease.index, "reset");
+        super::fail(upstream, &lease, "reset");
     } else if end == End::Closed || answered {
         upstream.record_success(lease.index);
     }
