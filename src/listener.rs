@@ -178,8 +178,6 @@ async fn handle(
     shared: &Arc<Shared>,
     graceful: &CancellationToken,
 ) {
-    // Small requests and responses must not wait for Nagle's algorithm.
-    let _ = stream.set_nodelay(true);
     let (acceptor, header_read, expect_header, bind) = {
         let snapshot = shared.state.load();
         let Some((conf, _)) = snapshot.route(name) else {

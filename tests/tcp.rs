@@ -155,6 +155,48 @@ async fn a_half_close_is_passed_on_and_the_answer_still_arrives() {
     );
 }
 
+/// The other way round: the backend is done first. Its FIN must reach the client at once
+/// (fulcrum leaves a client's shutdown to close(2) only when nothing else follows), and
+/// what the client sends afterwards must still reach the backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_half_close_reaches_the_client_which_can_still_send() {
+    let backend = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind backend");
+    let addr = backend.local_addr().expect("backend addr");
+    let received = tokio::spawn(async move {
+        let (mut s, _) = backend.accept().await.expect("accept");
+        s.write_all(b"bye").await.expect("backend write");
+        s.shutdown().await.expect("backend half-close");
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).await.expect("backend read");
+        got
+    });
+    let port = free_port();
+    // No health probe: it would be the one connection this backend accepts.
+    let no_probe = "[upstream.app.health]\ncheck = \"none\"";
+    let _f = Fulcrum::start(&config(port, "round_robin", &[(addr, 1)], no_probe));
+    let mut s = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let mut first = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        s.read_to_end(&mut first),
+    )
+    .await
+    .expect("the backend's FIN must reach the client")
+    .expect("read");
+    assert_eq!(first, b"bye");
+    s.write_all(b"still here").await.expect("write after EOF");
+    s.shutdown().await.expect("client half-close");
+    let got = tokio::time::timeout(std::time::Duration::from_secs(10), received)
+        .await
+        .expect("the backend must see the client's bytes and EOF")
+        .expect("backend task");
+    assert_eq!(got, b"still here");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_an_open_session_finish_then_exits_0() {
     let echo = tcp_backend("echo", Mode::Echo).await;

@@ -6,6 +6,16 @@
 //! writes that never wait. Registering it with epoll and removing it again at close would be
 //! two of the dozen syscalls its whole life takes, so it joins only when a read or write would
 //! block (HAProxy does the same). A keep-alive connection joins at its first wait, for good.
+//!
+//! Two more syscalls such a connection can go without:
+//! - `TCP_NODELAY` is set before the second write, not at accept. Nagle's algorithm holds a
+//!   small segment back only while sent data is unacknowledged, so it never delays the first
+//!   write; a connection that writes once (one response, then close) needs no setsockopt(2).
+//!   nginx too sets it only once a connection is kept alive.
+//! - A shutdown of the write side while the socket has not joined is left to close(2),
+//!   which sends the same FIN when the socket is dropped right after, as a finished
+//!   `Connection: close` exchange is. Should the socket be read or written again instead
+//!   (a tunnel still copying the other way), the shutdown is made first.
 
 use std::io::{self, IoSlice, Write};
 use std::net::{Shutdown, SocketAddr};
@@ -44,7 +54,12 @@ pub async fn accept(
         match accepted {
             Ok(Ok((fd, peer))) => {
                 let socket = std::net::TcpStream::from(fd);
-                return Ok((Accepted(State::Raw(socket)), peer));
+                let accepted = Accepted {
+                    state: State::Raw(socket),
+                    nagle: Nagle::Unwritten,
+                    shutdown_pending: false,
+                };
+                return Ok((accepted, peer));
             }
             Ok(Err(e)) => return Err(e),
             // Spurious readiness: wait again.
@@ -55,7 +70,20 @@ pub async fn accept(
 
 /// A client socket; see the module comment.
 #[derive(Debug)]
-pub struct Accepted(State);
+pub struct Accepted {
+    state: State,
+    nagle: Nagle,
+    /// The write side was shut while raw: close(2) will send the FIN (module comment).
+    shutdown_pending: bool,
+}
+
+/// Where the socket stands with `TCP_NODELAY` (module comment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Nagle {
+    Unwritten,
+    WrittenOnce,
+    Off,
+}
 
 #[derive(Debug)]
 enum State {
@@ -67,16 +95,8 @@ enum State {
 }
 
 impl Accepted {
-    pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
-        match &self.0 {
-            State::Raw(s) => s.set_nodelay(on),
-            State::Joined(s) => s.set_nodelay(on),
-            State::Broken => Err(broken()),
-        }
-    }
-
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        match &self.0 {
+        match &self.state {
             State::Raw(s) => s.local_addr(),
             State::Joined(s) => s.local_addr(),
             State::Broken => Err(broken()),
@@ -85,7 +105,7 @@ impl Accepted {
 
     /// The raw socket while it has not joined, to try an operation on without waiting.
     fn raw(&self) -> Option<&std::net::TcpStream> {
-        match &self.0 {
+        match &self.state {
             State::Raw(s) => Some(s),
             _ => None,
         }
@@ -93,14 +113,45 @@ impl Accepted {
 
     /// Registers the socket with the event loop, for an operation that must wait.
     fn join(&mut self) -> io::Result<Pin<&mut TcpStream>> {
-        if let State::Raw(_) = self.0
-            && let State::Raw(s) = std::mem::replace(&mut self.0, State::Broken)
+        if let State::Raw(_) = self.state
+            && let State::Raw(s) = std::mem::replace(&mut self.state, State::Broken)
         {
-            self.0 = State::Joined(TcpStream::from_std(s)?);
+            self.state = State::Joined(TcpStream::from_std(s)?);
         }
-        match &mut self.0 {
+        match &mut self.state {
             State::Joined(s) => Ok(Pin::new(s)),
             _ => Err(broken()),
+        }
+    }
+
+    /// Makes a shutdown left to close(2) now: the socket is in use again.
+    fn shutdown_now(&mut self) {
+        if std::mem::take(&mut self.shutdown_pending)
+            && let Some(s) = self.raw()
+        {
+            let _ = s.shutdown(Shutdown::Write);
+        }
+    }
+
+    /// Called before each write: turns Nagle's algorithm off before the second one.
+    fn before_write(&mut self) {
+        self.shutdown_now();
+        if self.nagle == Nagle::WrittenOnce {
+            self.nagle = Nagle::Off;
+            // Without it small writes can wait for the client's delayed ACK; the write
+            // itself still works, so a failure here is no reason to fail it.
+            let _ = match &self.state {
+                State::Raw(s) => s.set_nodelay(true),
+                State::Joined(s) => s.set_nodelay(true),
+                State::Broken => Ok(()),
+            };
+        }
+    }
+
+    /// Called after each write.
+    fn after_write<T>(&mut self, r: &Poll<io::Result<T>>) {
+        if self.nagle == Nagle::Unwritten && matches!(r, Poll::Ready(Ok(_))) {
+            self.nagle = Nagle::WrittenOnce;
         }
     }
 }
@@ -134,6 +185,7 @@ impl AsyncRead for Accepted {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        this.shutdown_now();
         if let Some(s) = this.raw() {
             // SAFETY: `recv` only writes to the buffer, never de-initializes it.
             let dst = unsafe { buf.unfilled_mut() };
@@ -159,15 +211,19 @@ impl AsyncWrite for Accepted {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if let Some(mut s) = this.raw()
+        this.before_write();
+        let r = if let Some(mut s) = this.raw()
             && let Some(r) = unless_blocked(s.write(buf))
         {
-            return Poll::Ready(r);
-        }
-        match this.join() {
-            Ok(s) => s.poll_write(cx, buf),
-            Err(e) => Poll::Ready(Err(e)),
-        }
+            Poll::Ready(r)
+        } else {
+            match this.join() {
+                Ok(s) => s.poll_write(cx, buf),
+                Err(e) => Poll::Ready(Err(e)),
+            }
+        };
+        this.after_write(&r);
+        r
     }
 
     fn poll_write_vectored(
@@ -176,15 +232,19 @@ impl AsyncWrite for Accepted {
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if let Some(mut s) = this.raw()
+        this.before_write();
+        let r = if let Some(mut s) = this.raw()
             && let Some(r) = unless_blocked(s.write_vectored(bufs))
         {
-            return Poll::Ready(r);
-        }
-        match this.join() {
-            Ok(s) => s.poll_write_vectored(cx, bufs),
-            Err(e) => Poll::Ready(Err(e)),
-        }
+            Poll::Ready(r)
+        } else {
+            match this.join() {
+                Ok(s) => s.poll_write_vectored(cx, bufs),
+                Err(e) => Poll::Ready(Err(e)),
+            }
+        };
+        this.after_write(&r);
+        r
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -192,15 +252,19 @@ impl AsyncWrite for Accepted {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().0 {
+        match &mut self.get_mut().state {
             State::Joined(s) => Pin::new(s).poll_flush(cx),
             _ => Poll::Ready(Ok(())),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().0 {
-            State::Raw(s) => Poll::Ready(s.shutdown(Shutdown::Write)),
+        let this = self.get_mut();
+        match &mut this.state {
+            State::Raw(_) => {
+                this.shutdown_pending = true;
+                Poll::Ready(Ok(()))
+            }
             State::Joined(s) => Pin::new(s).poll_shutdown(cx),
             State::Broken => Poll::Ready(Err(broken())),
         }
