@@ -23,6 +23,7 @@
 //! - `watch`: `watch_config`: the same reload when the file changes.
 //! - `admin`: the admin listener: health and readiness probes, `/metrics`, `/status`, `/`.
 //! - `metrics`, `logging`, `summary`: what the process tells the operator.
+//! - `alloc`: the global allocator, with a per-thread cache of per-connection buffers.
 //! - `fuzzing` (hidden): the in-memory HTTP path that `fuzz/` and the property tests drive.
 
 #![cfg_attr(
@@ -37,6 +38,7 @@
 )]
 
 pub mod admin;
+pub mod alloc;
 pub mod balance;
 pub mod config;
 #[doc(hidden)]

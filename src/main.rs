@@ -66,6 +66,12 @@ fn run(config: Config) -> ExitCode {
             b
         }
     };
+    // Worker threads cache their large freed blocks (`fulcrum::alloc`); `block_on` makes
+    // this thread the one worker of the current-thread scheduler.
+    fulcrum::alloc::enable();
+    builder
+        .on_thread_start(fulcrum::alloc::enable)
+        .on_thread_stop(fulcrum::alloc::disable);
     let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -80,6 +86,7 @@ fn run(config: Config) -> ExitCode {
     });
     // Connections cut off at the drain deadline may still hold tasks: do not wait for them.
     runtime.shutdown_background();
+    fulcrum::alloc::disable();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -141,3 +148,6 @@ fn raise_fd_limit() {
         }
     }
 }
+
+#[global_allocator]
+static ALLOCATOR: fulcrum::alloc::Allocator = fulcrum::alloc::Allocator;
