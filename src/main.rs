@@ -66,8 +66,8 @@ fn run(config: Config) -> ExitCode {
             b
         }
     };
-    // Worker threads cache their large freed blocks (`fulcrum::alloc`); `block_on` makes
-    // this thread the one worker of the current-thread scheduler.
+    // Runtime threads keep freed per-connection blocks for reuse (`fulcrum::alloc`);
+    // `block_on` makes this thread the one worker of the current-thread scheduler.
     fulcrum::alloc::enable();
     builder
         .on_thread_start(fulcrum::alloc::enable)
