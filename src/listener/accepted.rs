@@ -148,11 +148,24 @@ impl Accepted {
         }
     }
 
-    /// Called after each write.
-    fn after_write<T>(&mut self, r: &Poll<io::Result<T>>) {
+    /// One write: on the raw socket unless it would block, else through the event loop.
+    fn write_with(
+        &mut self,
+        raw: impl FnOnce(&std::net::TcpStream) -> io::Result<usize>,
+        joined: impl FnOnce(Pin<&mut TcpStream>) -> Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        self.before_write();
+        let r = match self.raw().map(raw).and_then(unless_blocked) {
+            Some(r) => Poll::Ready(r),
+            None => match self.join() {
+                Ok(s) => joined(s),
+                Err(e) => Poll::Ready(Err(e)),
+            },
+        };
         if self.nagle == Nagle::Unwritten && matches!(r, Poll::Ready(Ok(_))) {
             self.nagle = Nagle::WrittenOnce;
         }
+        r
     }
 }
 
@@ -210,20 +223,8 @@ impl AsyncWrite for Accepted {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        this.before_write();
-        let r = if let Some(mut s) = this.raw()
-            && let Some(r) = unless_blocked(s.write(buf))
-        {
-            Poll::Ready(r)
-        } else {
-            match this.join() {
-                Ok(s) => s.poll_write(cx, buf),
-                Err(e) => Poll::Ready(Err(e)),
-            }
-        };
-        this.after_write(&r);
-        r
+        self.get_mut()
+            .write_with(|mut s| s.write(buf), |s| s.poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
@@ -231,20 +232,10 @@ impl AsyncWrite for Accepted {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        this.before_write();
-        let r = if let Some(mut s) = this.raw()
-            && let Some(r) = unless_blocked(s.write_vectored(bufs))
-        {
-            Poll::Ready(r)
-        } else {
-            match this.join() {
-                Ok(s) => s.poll_write_vectored(cx, bufs),
-                Err(e) => Poll::Ready(Err(e)),
-            }
-        };
-        this.after_write(&r);
-        r
+        self.get_mut().write_with(
+            |mut s| s.write_vectored(bufs),
+            |s| s.poll_write_vectored(cx, bufs),
+        )
     }
 
     fn is_write_vectored(&self) -> bool {
