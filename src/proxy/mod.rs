@@ -27,44 +27,7 @@ pub const LOCAL: &str = "local";
 
 /// The backends a request or session has tried, in order. The usual few stay on the stack:
 /// a heap allocation per request for this list would be a measurable share of its cost.
-#[derive(Debug, Default)]
-pub struct Tried {
-    inline: [usize; 4],
-    len: usize,
-    /// All of them, once there are more than `inline` holds.
-    spilled: Vec<usize>,
-}
-
-impl Tried {
-    pub fn push(&mut self, index: usize) {
-        if self.spilled.is_empty() {
-            if let Some(slot) = self.inline.get_mut(self.len) {
-                *slot = index;
-                self.len += 1;
-                return;
-            }
-            self.spilled.extend_from_slice(&self.inline);
-        }
-        self.spilled.push(index);
-        self.len += 1;
-    }
-
-    pub fn as_slice(&self) -> &[usize] {
-        if self.spilled.is_empty() {
-            self.inline.get(..self.len).unwrap_or_default()
-        } else {
-            &self.spilled
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-}
+pub type Tried = smallvec::SmallVec<[usize; 4]>;
 
 /// Counts a failed connect or exchange against the lease's backend; a local shortage (no
 /// descriptors or ports) is not the backend's fault.
