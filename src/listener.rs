@@ -36,6 +36,39 @@ pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
+/// Where the client speaks first, the kernel hands over a connection only once its first
+/// bytes are in (TCP_DEFER_ACCEPT; nginx's `deferred`, HAProxy's `defer-accept`). The first
+/// read then finds the request, and a connection that is served and closed in one go never
+/// joins epoll: no registration, no readiness wake-up, no deregistration. A client that stays
+/// silent is handed over after about a second (the kernel's first SYN-ACK retransmission,
+/// answered) and meets `header_read` as before. Set on every (re)start of the accept loop, so a
+/// kept socket whose listener changed protocol on reload follows.
+#[cfg(target_os = "linux")]
+fn defer_accept(socket: &std::net::TcpListener, on: bool) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let secs: libc::c_int = on.into();
+    // SAFETY: an open socket, and an int option passed with its own size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&raw const secs).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn defer_accept(_: &std::net::TcpListener, _: bool) -> io::Result<()> {
+    Ok(())
+}
+
 /// A running accept loop.
 #[derive(Debug)]
 pub struct Running {
@@ -80,6 +113,7 @@ pub fn spawn(
         }
         None => Arc::new(Semaphore::new(max)),
     };
+    defer_accept(&socket, conf.client_speaks_first())?;
     let socket = Arc::new(socket);
     let listener = accepted::register(socket.try_clone()?)?;
     let running = Running {
@@ -304,4 +338,41 @@ fn is_resource_exhaustion(e: &io::Error) -> bool {
         e.raw_os_error(),
         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
     )
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    fn deferred(socket: &std::net::TcpListener) -> libc::c_int {
+        use std::os::fd::AsRawFd;
+        let mut secs: libc::c_int = -1;
+        let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: an open socket, and an int option read with its own size.
+        let rc = unsafe {
+            libc::getsockopt(
+                socket.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_DEFER_ACCEPT,
+                (&raw mut secs).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(rc, 0, "getsockopt: {}", io::Error::last_os_error());
+        secs
+    }
+
+    #[test]
+    fn accepting_is_deferred_until_data_and_undone_for_a_server_first_protocol() {
+        let socket = bind(([127, 0, 0, 1], 0).into()).expect("bind");
+        assert_eq!(deferred(&socket), 0, "off for a fresh socket");
+        defer_accept(&socket, true).expect("on");
+        assert!(deferred(&socket) > 0, "on for a client-first listener");
+        defer_accept(&socket, false).expect("off");
+        assert_eq!(
+            deferred(&socket),
+            0,
+            "off again after a reload to plain tcp"
+        );
+    }
 }

@@ -465,6 +465,27 @@ fn col_after(text: &str, line: usize, needle: &str) -> usize {
 }
 
 #[test]
+fn only_a_plain_tcp_listener_may_carry_a_protocol_where_the_server_speaks_first() {
+    let l4 = MINIMAL.replace("protocol = \"http\"", "protocol = \"tcp\"");
+    let proxied = l4.replace(
+        "upstream = \"app\"\n",
+        "upstream = \"app\"\nproxy_protocol = true\n",
+    );
+    let speaks_first = |text: &str| parse(text).expect("valid").listeners[0].client_speaks_first();
+    assert!(speaks_first(MINIMAL), "an HTTP request comes first");
+    assert!(
+        !speaks_first(&l4),
+        "plain TCP: maybe the server (SMTP, MySQL)"
+    );
+    assert!(speaks_first(&proxied), "the PROXY header comes first");
+    let dir = TempDir::new();
+    let (cert, key) = self_signed(&["example.com"]);
+    let tls = with_listener_tls(&dir.write("c.crt", &cert), &dir.write("c.key", &key));
+    let tls_l4 = tls.replace("protocol = \"http\"", "protocol = \"tcp\"");
+    assert!(speaks_first(&tls_l4), "the TLS ClientHello comes first");
+}
+
+#[test]
 fn valid_tls_listener_reads_dns_names() {
     let dir = TempDir::new();
     let (cert, key) = self_signed(&["example.com", "*.example.com"]);

@@ -413,6 +413,26 @@ async fn a_slow_request_head_is_cut_off_by_header_read() {
     );
 }
 
+/// The kernel holds a silent client back (accepting is deferred until data), then hands it
+/// over after about a second; the listener's timeouts still end it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_sends_is_still_closed() {
+    let a = http_backend("a").await;
+    let (_f, addr) = start(
+        &[a.addr],
+        "",
+        "timeouts = { header_read = \"300ms\", idle = \"300ms\" }",
+    )
+    .await;
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let mut buf = Vec::new();
+    let r = tokio::time::timeout(support::DEADLINE, s.read_to_end(&mut buf)).await;
+    assert!(
+        r.is_ok(),
+        "a silent client must be closed, not held forever"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_keep_alive_client_is_closed() {
     let a = http_backend("a").await;

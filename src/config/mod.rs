@@ -84,6 +84,15 @@ pub struct Listener {
     pub tls: Option<ListenerTls>,
 }
 
+impl Listener {
+    /// Whether a client sends the first bytes on this listener: an HTTP request, a TLS
+    /// ClientHello or a PROXY header. A plain TCP listener may carry a protocol where the
+    /// server speaks first (SMTP, MySQL).
+    pub fn client_speaks_first(&self) -> bool {
+        self.protocol == Protocol::Http || self.tls.is_some() || self.proxy_protocol
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
     Tcp,
