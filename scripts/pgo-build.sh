@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# A profile-guided release build of fulcrum: build it instrumented, run the training load of
-# examples/pgo_train.rs through it (127.0.0.1 only, about half a minute), then build it again
-# with what it learned. The result is target/pgo/release/fulcrum.
+# Refreshes the profile that release builds are guided by (pgo/fulcrum.profdata, applied by
+# scripts/rustc-pgo): build fulcrum instrumented, run the training load of
+# examples/pgo_train.rs through it (127.0.0.1 only, about half a minute), merge what it
+# recorded into the profile, then rebuild the release binary with it: target/release/fulcrum.
+# Run it after changes to the hot paths; functions changed since the profile was made get
+# no guidance until then (the build still works).
 #
 # It needs llvm-profdata of the toolchain's own LLVM: `rustup component add llvm-tools`.
 set -euo pipefail
@@ -27,9 +30,12 @@ rm -f "$data"/*.profraw
 
 echo "2/3 training"
 cargo run --release --locked --example pgo_train -- target/pgo/gen/release/fulcrum
-"$profdata" merge -o target/pgo/fulcrum.profdata "$data"
+mkdir -p pgo
+"$profdata" merge -o pgo/fulcrum.profdata "$data"
+rustc -V > pgo/rustc-version
 
 echo "3/3 optimized build"
-RUSTFLAGS="-Cprofile-use=$PWD/target/pgo/fulcrum.profdata" \
-    cargo build --release --locked --bin fulcrum --target-dir target/pgo
-echo "built target/pgo/release/fulcrum"
+# cargo does not see the profile change: rebuild every crate of the release profile.
+cargo clean --release
+cargo build --release --locked --bin fulcrum
+echo "built target/release/fulcrum with the new pgo/fulcrum.profdata"
