@@ -5,13 +5,13 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, timeout_at};
 use tokio_util::sync::CancellationToken;
 
@@ -81,9 +81,9 @@ pub struct Running {
     /// Cuts this listener's connections off (the drain deadline passed).
     pub kill: CancellationToken,
     pub active: Arc<AtomicU64>,
-    /// `max_connections` as permits, and how many it was set to. A listener that stays across
-    /// a reload keeps it, so connections from before the reload still count against it.
-    limit: Arc<Semaphore>,
+    /// `max_connections`, and what it was set to. A listener that stays across a reload keeps
+    /// it, so connections from before the reload still count against it.
+    limit: Arc<Limit>,
     max: usize,
     /// Kept so a reload can hand the same socket to a listener that stays.
     pub socket: Arc<std::net::TcpListener>,
@@ -102,16 +102,10 @@ pub fn spawn(
     let max = conf.max_connections.max(1);
     let limit = match previous {
         Some(p) => {
-            // Resize the kept limit; permits held now cannot be taken back, so a smaller
-            // limit takes effect as connections end.
-            if max > p.max {
-                p.limit.add_permits(max - p.max);
-            } else if max < p.max {
-                let _ = p.limit.forget_permits(p.max - max);
-            }
+            p.limit.resize(p.max, max);
             Arc::clone(&p.limit)
         }
-        None => Arc::new(Semaphore::new(max)),
+        None => Arc::new(Limit::new(max)),
     };
     defer_accept(&socket, conf.client_speaks_first())?;
     let socket = Arc::new(socket);
@@ -143,6 +137,55 @@ pub fn spawn(
     Ok(running)
 }
 
+/// `max_connections` as permits, one per open connection. A lower limit after a reload cannot
+/// take back the permits that open connections hold: those are owed, and connections that
+/// end pay them off before any permit becomes free again, so the new limit holds once enough
+/// have ended.
+#[derive(Debug)]
+struct Limit {
+    permits: Arc<Semaphore>,
+    /// Permits still to be taken out of circulation after a lowering.
+    owed: AtomicUsize,
+}
+
+impl Limit {
+    fn new(max: usize) -> Limit {
+        Limit {
+            permits: Arc::new(Semaphore::new(max)),
+            owed: AtomicUsize::new(0),
+        }
+    }
+
+    /// Changes the limit from `from` to `to` connections.
+    fn resize(&self, from: usize, to: usize) {
+        if to > from {
+            let more = to - from;
+            // What is still owed from an earlier lowering is simply not owed any more.
+            let paid = self
+                .owed
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |o| {
+                    Some(o - o.min(more))
+                })
+                .map_or(0, |o| o.min(more));
+            self.permits.add_permits(more - paid);
+        } else if to < from {
+            let fewer = from - to;
+            let gone = self.permits.forget_permits(fewer);
+            self.owed.fetch_add(fewer - gone, Ordering::AcqRel);
+        }
+    }
+
+    /// A connection ended: its permit pays off a debt if there is one, else becomes free.
+    fn release(&self, permit: OwnedSemaphorePermit) {
+        let owed = self
+            .owed
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |o| o.checked_sub(1));
+        if owed.is_ok() {
+            permit.forget();
+        }
+    }
+}
+
 /// What the connections of one accept loop share.
 struct Conns {
     graceful: CancellationToken,
@@ -153,7 +196,7 @@ struct Conns {
 async fn accept_loop(
     listener: AsyncFd<std::net::TcpListener>,
     name: Arc<str>,
-    limit: Arc<Semaphore>,
+    limit: Arc<Limit>,
     stop: CancellationToken,
     conns: Conns,
     shared: Arc<Shared>,
@@ -163,7 +206,7 @@ async fn accept_loop(
         // Over the limit, further clients wait in the kernel's accept queue.
         let permit = tokio::select! {
             () = stop.cancelled() => return,
-            p = Arc::clone(&limit).acquire_owned() => match p {
+            p = Arc::clone(&limit.permits).acquire_owned() => match p {
                 Ok(p) => p,
                 Err(_) => return,
             },
@@ -191,13 +234,14 @@ async fn accept_loop(
         let active = Arc::clone(&conns.active);
         let graceful = conns.graceful.clone();
         let kill = conns.kill.clone();
+        let limit = Arc::clone(&limit);
         shared.connections.spawn(async move {
             tokio::select! {
                 () = handle(stream, peer, &name, &shared2, &graceful) => {}
                 () = crate::proxy::io::cancelled(&kill) => {}
             }
             active.fetch_sub(1, Ordering::Relaxed);
-            drop(permit);
+            limit.release(permit);
         });
     }
 }
@@ -360,6 +404,43 @@ mod tests {
         };
         assert_eq!(rc, 0, "getsockopt: {}", io::Error::last_os_error());
         secs
+    }
+
+    #[test]
+    fn a_lower_limit_holds_once_the_connections_over_it_have_ended() {
+        let limit = Limit::new(4);
+        let held: Vec<_> = (0..4)
+            .map(|_| {
+                Arc::clone(&limit.permits)
+                    .try_acquire_owned()
+                    .expect("permit")
+            })
+            .collect();
+        limit.resize(4, 2);
+        for permit in held {
+            limit.release(permit);
+        }
+        assert_eq!(limit.permits.available_permits(), 2, "lowered from 4 to 2");
+        limit.resize(2, 3);
+        assert_eq!(limit.permits.available_permits(), 3, "raised again");
+    }
+
+    #[test]
+    fn raising_a_limit_first_cancels_what_a_lowering_still_owes() {
+        let limit = Limit::new(4);
+        let held: Vec<_> = (0..4)
+            .map(|_| {
+                Arc::clone(&limit.permits)
+                    .try_acquire_owned()
+                    .expect("permit")
+            })
+            .collect();
+        limit.resize(4, 1);
+        limit.resize(1, 3);
+        for permit in held {
+            limit.release(permit);
+        }
+        assert_eq!(limit.permits.available_permits(), 3, "4 -> 1 -> 3 is 3");
     }
 
     #[test]
