@@ -80,7 +80,9 @@ impl Idle {
 
 impl Pool {
     /// The most recently returned idle connection for `key` that is still open and not
-    /// expired.
+    /// expired. It may still be settling from its last exchange (its response body just
+    /// ended, its task has not seen it yet): the caller waits for `ready`. Dropping it instead
+    /// would close a good connection.
     pub fn checkout(&self, key: &Key) -> Option<Sender> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let list = idle.list(key)?;
@@ -88,7 +90,7 @@ impl Pool {
         let mut taken = 0;
         while let Some((sender, since)) = list.pop() {
             taken += 1;
-            if !sender.is_closed() && sender.is_ready() && since.elapsed() < IDLE_TIMEOUT {
+            if !sender.is_closed() && since.elapsed() < IDLE_TIMEOUT {
                 found = Some(sender);
                 break;
             }
@@ -139,4 +141,68 @@ where
         let _ = conn.with_upgrades().await;
     });
     Ok(sender)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    async fn read_head(s: &mut TcpStream) {
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut b = [0u8; 1];
+            assert_eq!(s.read(&mut b).await.expect("read"), 1, "request head");
+            head.push(b[0]);
+        }
+    }
+
+    fn get() -> hyper::Request<ReqBody> {
+        hyper::Request::builder()
+            .uri("/")
+            .header("host", "b")
+            .body(Either::Right(Empty::new()))
+            .expect("request")
+    }
+
+    #[tokio::test]
+    async fn a_connection_still_settling_is_handed_out_not_closed() {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let (rest_tx, rest_rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.expect("accept");
+            read_head(&mut s).await;
+            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nab")
+                .await
+                .expect("first half");
+            let _ = rest_rx.await;
+            s.write_all(b"cd").await.expect("second half");
+            read_head(&mut s).await;
+            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .await
+                .expect("second response");
+        });
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        let mut sender = handshake(stream).await.expect("handshake");
+        let resp = sender.send_request(get()).await.expect("response head");
+        // Back in the pool while its exchange is not over: not ready.
+        let pool = Pool::default();
+        pool.checkin(None, sender);
+        let mut sender = pool.checkout(&None).expect("kept, not dropped");
+        assert!(!sender.is_ready(), "still busy with the first response");
+        rest_tx.send(()).expect("backend");
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        assert_eq!(&body[..], b"abcd", "the first response is whole");
+        sender.ready().await.expect("ready once the response ended");
+        let resp = sender.send_request(get()).await.expect("second response");
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        assert_eq!(
+            &body[..],
+            b"ok",
+            "the same connection carried a second request"
+        );
+    }
 }
