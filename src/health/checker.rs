@@ -168,16 +168,10 @@ async fn run(shared: Arc<Shared>, key: Key, probe: Probe) {
         };
         let health = upstream.conf.health.clone();
         let slow_start = upstream.conf.slow_start;
-        let tls = match &upstream.tls {
-            Some(t) => match t.target(&backend) {
-                Ok(t) => Some(t),
-                Err(e) => {
-                    tracing::debug!(addr = %backend.addr, error = %e, "no TLS name for checks");
-                    None
-                }
-            },
-            None => None,
-        };
+        let tls = upstream.tls.as_ref().map(|t| {
+            t.target(&backend)
+                .map_err(|e| format!("no TLS name for the backend: {e}"))
+        });
         let target = super::probe::Target {
             dial: backend.dial,
             label: Arc::clone(&backend.addr),

@@ -26,8 +26,10 @@ pub struct Target {
     pub host: Arc<str>,
     /// The upstream's `send_proxy_protocol`.
     pub send: ProxyProtocol,
-    /// With `[upstream.NAME.tls]`: http checks speak TLS, verified as live traffic is.
-    pub tls: Option<(TlsConnector, ServerName<'static>)>,
+    /// With `[upstream.NAME.tls]`: http checks speak TLS, verified as live traffic is. An
+    /// error (the backend's host is no TLS name) fails every check, as it fails live traffic:
+    /// a plaintext check would say nothing of the TLS the backend is reached with.
+    pub tls: Option<Result<(TlsConnector, ServerName<'static>), String>>,
 }
 
 /// Checks `target`, all within `health.timeout`. The error is the reason logged when the
@@ -45,6 +47,7 @@ pub async fn probe(target: Target, health: &Health) -> Result<(), String> {
 }
 
 async fn attempt(target: Target, health: &Health) -> Result<(), String> {
+    let tls = target.tls.transpose()?;
     let mut stream = TcpStream::connect(target.dial)
         .await
         .map_err(|e| format!("connect: {e}"))?;
@@ -56,7 +59,7 @@ async fn attempt(target: Target, health: &Health) -> Result<(), String> {
             .await
             .map_err(|e| format!("send PROXY header: {e}"))?;
     }
-    match (health.check, target.tls) {
+    match (health.check, tls) {
         (Check::Http, None) => http(stream, &target.host, &health.path).await,
         (Check::Http, Some((connector, name))) => {
             let tls = connector
@@ -116,7 +119,7 @@ fn status(head: &[u8]) -> Option<u16> {
 
 #[cfg(test)]
 mod tests {
-    use super::status;
+    use super::*;
 
     #[test]
     fn status_lines_are_parsed_and_junk_is_refused() {
@@ -131,5 +134,42 @@ mod tests {
         assert_eq!(status(b"HTTP/1.1 2x0 OK\r\n"), None);
         assert_eq!(status(b"HTTP/1.1"), None, "a cut-off line is no status");
         assert_eq!(status(b"SSH-2.0-OpenSSH\r\n"), None);
+    }
+
+    #[tokio::test]
+    async fn a_backend_without_a_tls_name_fails_its_checks_rather_than_being_checked_in_plaintext()
+    {
+        // A backend that would pass a plaintext check: it accepts and answers 200.
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let dial = l.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                    .await;
+            }
+        });
+        for check in [Check::Http, Check::Tcp] {
+            let target = Target {
+                dial,
+                label: Arc::from("b"),
+                host: Arc::from("b"),
+                send: ProxyProtocol::Off,
+                tls: Some(Err("no TLS name for the backend: invalid".to_owned())),
+            };
+            let health = Health {
+                check,
+                path: "/".to_owned(),
+                interval: std::time::Duration::from_secs(1),
+                timeout: std::time::Duration::from_secs(5),
+                unhealthy_threshold: 1,
+                healthy_threshold: 1,
+            };
+            let r = probe(target, &health).await;
+            let e = r.expect_err("a check that cannot speak TLS must fail");
+            assert!(e.contains("no TLS name"), "{check:?}: {e}");
+        }
     }
 }
