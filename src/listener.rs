@@ -406,16 +406,21 @@ mod tests {
         secs
     }
 
-    #[test]
-    fn a_lower_limit_holds_once_the_connections_over_it_have_ended() {
-        let limit = Limit::new(4);
-        let held: Vec<_> = (0..4)
+    /// `n` connections open.
+    fn hold(limit: &Limit, n: usize) -> Vec<OwnedSemaphorePermit> {
+        (0..n)
             .map(|_| {
                 Arc::clone(&limit.permits)
                     .try_acquire_owned()
                     .expect("permit")
             })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn a_lower_limit_holds_once_the_connections_over_it_have_ended() {
+        let limit = Limit::new(4);
+        let held = hold(&limit, 4);
         limit.resize(4, 2);
         for permit in held {
             limit.release(permit);
@@ -428,13 +433,7 @@ mod tests {
     #[test]
     fn raising_a_limit_first_cancels_what_a_lowering_still_owes() {
         let limit = Limit::new(4);
-        let held: Vec<_> = (0..4)
-            .map(|_| {
-                Arc::clone(&limit.permits)
-                    .try_acquire_owned()
-                    .expect("permit")
-            })
-            .collect();
+        let held = hold(&limit, 4);
         limit.resize(4, 1);
         limit.resize(1, 3);
         for permit in held {
