@@ -41,8 +41,8 @@ pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 /// read then finds the request, and a connection that is served and closed in one go never
 /// joins epoll: no registration, no readiness wake-up, no deregistration. A client that stays
 /// silent is handed over after about a second (the kernel's first SYN-ACK retransmission,
-/// answered) and meets `header_read` as before. Set on every (re)start of the accept loop, so a
-/// kept socket whose listener changed protocol on reload follows.
+/// answered) and meets the listener's timeouts as before. Set on every (re)start of the accept
+/// loop, so a kept socket whose listener changed protocol on reload follows.
 #[cfg(target_os = "linux")]
 fn defer_accept(socket: &std::net::TcpListener, on: bool) -> io::Result<()> {
     use std::os::fd::AsRawFd;
@@ -99,6 +99,7 @@ pub fn spawn(
     shared: Arc<Shared>,
 ) -> io::Result<Running> {
     let name = conf.name.clone();
+    defer_accept(&socket, conf.client_speaks_first())?;
     let max = conf.max_connections.max(1);
     let limit = match previous {
         Some(p) => {
@@ -107,7 +108,6 @@ pub fn spawn(
         }
         None => Arc::new(Limit::new(max)),
     };
-    defer_accept(&socket, conf.client_speaks_first())?;
     let socket = Arc::new(socket);
     let listener = accepted::register(socket.try_clone()?)?;
     let running = Running {
