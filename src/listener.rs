@@ -99,7 +99,13 @@ pub fn spawn(
     shared: Arc<Shared>,
 ) -> io::Result<Running> {
     let name = conf.name.clone();
-    defer_accept(&socket, conf.client_speaks_first())?;
+    if let Err(e) = defer_accept(&socket, conf.client_speaks_first()) {
+        // Only a saving: the listener works the same without it.
+        tracing::warn!(listener = %name, error = %e, "cannot defer accepting");
+    }
+    let socket = Arc::new(socket);
+    let listener = accepted::register(socket.try_clone()?)?;
+    // Last, once nothing can fail: a failed spawn leaves the running listener as it was.
     let max = conf.max_connections.max(1);
     let limit = match previous {
         Some(p) => {
@@ -108,8 +114,6 @@ pub fn spawn(
         }
         None => Arc::new(Limit::new(max)),
     };
-    let socket = Arc::new(socket);
-    let listener = accepted::register(socket.try_clone()?)?;
     let running = Running {
         name: name.clone(),
         bind: conf.bind,
@@ -163,7 +167,7 @@ impl Limit {
             // What is still owed from an earlier lowering is simply not owed any more.
             let paid = self
                 .owed
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |o| {
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |o| {
                     Some(o - o.min(more))
                 })
                 .map_or(0, |o| o.min(more));
@@ -171,15 +175,37 @@ impl Limit {
         } else if to < from {
             let fewer = from - to;
             let gone = self.permits.forget_permits(fewer);
-            self.owed.fetch_add(fewer - gone, Ordering::AcqRel);
+            self.owed.fetch_add(fewer - gone, Ordering::Relaxed);
         }
     }
 
-    /// A connection ended: its permit pays off a debt if there is one, else becomes free.
-    fn release(&self, permit: OwnedSemaphorePermit) {
+    /// A place for one more connection, once there is one; `None` once the limit is gone.
+    async fn acquire(self: &Arc<Self>) -> Option<Slot> {
+        let permit = Arc::clone(&self.permits).acquire_owned().await.ok()?;
+        Some(Slot {
+            limit: Arc::clone(self),
+            permit: Some(permit),
+        })
+    }
+}
+
+/// One connection's place under the limit, taken before accepting. However it is given
+/// back (the connection ended, the accept failed, the accept loop stopped on a reload), it
+/// first pays off what a lowering still owes.
+struct Slot {
+    limit: Arc<Limit>,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let Some(permit) = self.permit.take() else {
+            return;
+        };
         let owed = self
+            .limit
             .owed
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |o| o.checked_sub(1));
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |o| o.checked_sub(1));
         if owed.is_ok() {
             permit.forget();
         }
@@ -204,11 +230,11 @@ async fn accept_loop(
     let mut backoff = Duration::from_millis(5);
     loop {
         // Over the limit, further clients wait in the kernel's accept queue.
-        let permit = tokio::select! {
+        let slot = tokio::select! {
             () = stop.cancelled() => return,
-            p = Arc::clone(&limit.permits).acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
+            s = limit.acquire() => match s {
+                Some(s) => s,
+                None => return,
             },
         };
         let (stream, peer) = tokio::select! {
@@ -234,14 +260,13 @@ async fn accept_loop(
         let active = Arc::clone(&conns.active);
         let graceful = conns.graceful.clone();
         let kill = conns.kill.clone();
-        let limit = Arc::clone(&limit);
         shared.connections.spawn(async move {
             tokio::select! {
                 () = handle(stream, peer, &name, &shared2, &graceful) => {}
                 () = crate::proxy::io::cancelled(&kill) => {}
             }
             active.fetch_sub(1, Ordering::Relaxed);
-            limit.release(permit);
+            drop(slot);
         });
     }
 }
@@ -406,25 +431,26 @@ mod tests {
         secs
     }
 
-    /// `n` connections open.
-    fn hold(limit: &Limit, n: usize) -> Vec<OwnedSemaphorePermit> {
+    /// `n` connections open (or about to be: a slot taken before accepting).
+    fn hold(limit: &Arc<Limit>, n: usize) -> Vec<Slot> {
         (0..n)
-            .map(|_| {
-                Arc::clone(&limit.permits)
-                    .try_acquire_owned()
-                    .expect("permit")
+            .map(|_| Slot {
+                limit: Arc::clone(limit),
+                permit: Some(
+                    Arc::clone(&limit.permits)
+                        .try_acquire_owned()
+                        .expect("permit"),
+                ),
             })
             .collect()
     }
 
     #[test]
     fn a_lower_limit_holds_once_the_connections_over_it_have_ended() {
-        let limit = Limit::new(4);
+        let limit = Arc::new(Limit::new(4));
         let held = hold(&limit, 4);
         limit.resize(4, 2);
-        for permit in held {
-            limit.release(permit);
-        }
+        drop(held);
         assert_eq!(limit.permits.available_permits(), 2, "lowered from 4 to 2");
         limit.resize(2, 3);
         assert_eq!(limit.permits.available_permits(), 3, "raised again");
@@ -432,14 +458,29 @@ mod tests {
 
     #[test]
     fn raising_a_limit_first_cancels_what_a_lowering_still_owes() {
-        let limit = Limit::new(4);
+        let limit = Arc::new(Limit::new(4));
         let held = hold(&limit, 4);
         limit.resize(4, 1);
         limit.resize(1, 3);
-        for permit in held {
-            limit.release(permit);
-        }
+        drop(held);
         assert_eq!(limit.permits.available_permits(), 3, "4 -> 1 -> 3 is 3");
+    }
+
+    #[tokio::test]
+    async fn a_slot_taken_by_an_accept_loop_that_stops_pays_what_is_owed() {
+        let limit = Arc::new(Limit::new(4));
+        let open = hold(&limit, 3);
+        // The accept loop waits in accept(2) with the fourth slot when a reload stops it.
+        let parked = limit.acquire().await.expect("slot");
+        limit.resize(4, 2);
+        drop(parked);
+        assert_eq!(limit.permits.available_permits(), 0, "3 open, limit 2");
+        drop(open);
+        assert_eq!(
+            limit.permits.available_permits(),
+            2,
+            "the new limit, exactly"
+        );
     }
 
     #[test]
