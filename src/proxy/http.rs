@@ -416,7 +416,7 @@ async fn forward(
         let last_try = tried.len() > retries;
         let backend = &lease.backend;
         let pooled = match backend.pool.checkout(&key) {
-            // A connection returned the moment its response ended may still be settling.
+            // Handed out ready; if it closed since, a new connection is dialled.
             Some(mut s) => s.ready().await.is_ok().then_some(s),
             None => None,
         };

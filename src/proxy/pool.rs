@@ -79,26 +79,41 @@ impl Idle {
 }
 
 impl Pool {
-    /// The most recently returned idle connection for `key` that is still open and not
-    /// expired. It may still be settling from its last exchange (its response body just
-    /// ended, its task has not seen it yet): the caller waits for `ready`. Dropping it instead
-    /// would close a good connection.
+    /// The most recently returned idle connection for `key` that is open, not expired and
+    /// ready for a request. One that is not ready yet stays where it is: it is still settling
+    /// from its last exchange (its response body just ended and its task has not caught up),
+    /// or still sending a request body its backend answered early. Taking it would make this
+    /// request wait on that; dropping it would close a good connection.
     pub fn checkout(&self, key: &Key) -> Option<Sender> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let list = idle.list(key)?;
+        let now = Instant::now();
         let mut found = None;
-        let mut taken = 0;
-        while let Some((sender, since)) = list.pop() {
-            taken += 1;
-            if !sender.is_closed() && since.elapsed() < IDLE_TIMEOUT {
-                found = Some(sender);
+        let mut removed = 0;
+        // Newest last: returned in order, so below an expired one all are expired too.
+        let mut i = list.len();
+        while let Some(at) = i.checked_sub(1) {
+            i = at;
+            let Some((sender, since)) = list.get(at) else {
+                break;
+            };
+            if now.saturating_duration_since(*since) >= IDLE_TIMEOUT {
+                removed += list.drain(..=at).count();
+                break;
+            }
+            if sender.is_closed() {
+                list.remove(at);
+                removed += 1;
+            } else if sender.is_ready() {
+                found = Some(list.remove(at).0);
+                removed += 1;
                 break;
             }
         }
         if list.is_empty() && key.is_some() {
             idle.by_key.remove(key);
         }
-        idle.count = idle.count.saturating_sub(taken);
+        idle.count = idle.count.saturating_sub(removed);
         found
     }
 
@@ -168,7 +183,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_connection_still_settling_is_handed_out_not_closed() {
+    async fn a_busy_connection_is_left_in_the_pool_until_it_is_ready() {
         let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = l.local_addr().expect("addr");
         let (rest_tx, rest_rx) = tokio::sync::oneshot::channel::<()>();
@@ -191,12 +206,25 @@ mod tests {
         // Back in the pool while its exchange is not over: not ready.
         let pool = Pool::default();
         pool.checkin(None, sender);
-        let mut sender = pool.checkout(&None).expect("kept, not dropped");
-        assert!(!sender.is_ready(), "still busy with the first response");
+        assert!(
+            pool.checkout(&None).is_none(),
+            "a busy connection is not handed out"
+        );
         rest_tx.send(()).expect("backend");
         let body = resp.into_body().collect().await.expect("body").to_bytes();
         assert_eq!(&body[..], b"abcd", "the first response is whole");
-        sender.ready().await.expect("ready once the response ended");
+        // Kept, not closed: once its task has seen the response end, it is handed out.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut sender = loop {
+            if let Some(s) = pool.checkout(&None) {
+                break s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the connection never became ready"
+            );
+            tokio::task::yield_now().await;
+        };
         let resp = sender.send_request(get()).await.expect("second response");
         let body = resp.into_body().collect().await.expect("body").to_bytes();
         assert_eq!(
