@@ -13,8 +13,8 @@ COPY benches ./benches
 COPY examples/pgo_train.rs ./examples/pgo_train.rs
 COPY scripts ./scripts
 # The profile-guided build (README, Benchmark), trained here rather than from the committed
-# profile, which only matches the toolchain it was made with: instrumented build, a few
-# seconds of training load on 127.0.0.1 inside this stage, optimized build.
+# profile, which only matches the toolchain it was made with: instrumented build, about half
+# a minute of training load on 127.0.0.1 inside this stage, optimized build.
 RUN rustup component add llvm-tools \
     && scripts/pgo-build.sh \
     && strip target/release/fulcrum
