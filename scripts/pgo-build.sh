@@ -4,7 +4,7 @@
 # examples/pgo_train.rs through it (127.0.0.1 only, about half a minute), merge what it
 # recorded into the profile, then rebuild the release binary with it: target/release/fulcrum.
 # Run it after changes to the hot paths: functions changed since the profile was made get
-# no guidance until then (the build still works; rustc may warn of their profile mismatch).
+# no guidance until then (the build still works; rustc warns of each profile mismatch).
 #
 # It needs llvm-profdata of the toolchain's own LLVM: `rustup component add llvm-tools`.
 set -euo pipefail
