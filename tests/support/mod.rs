@@ -16,10 +16,24 @@ use tokio::net::{TcpListener, TcpStream};
 /// Long enough for a loaded 2-core CI machine; a passing test never waits this long.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
-/// A free port on 127.0.0.1 (bound, then released for fulcrum to take).
+/// A free port on 127.0.0.1 for fulcrum to take, from below the kernel's ephemeral range
+/// (32768 and up). A port that bind(0) gave is free only until an outgoing connection's local
+/// end takes it, and then fulcrum fails to start; ports down here are only ever handed out by
+/// this counter. Each test process starts at its own place in the range.
 pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr").port()
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7919) % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = u16::try_from(LOW + (start + n) % SPAN).expect("below 32768");
+        // Taken by something else (a fulcrum not yet gone): try the next.
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between {LOW} and {}", LOW + SPAN);
 }
 
 /// An address on 127.0.0.1 that refuses connections.
@@ -145,9 +159,15 @@ impl Fulcrum {
 
     /// Waits until `needle` appears in the log at least `count` times.
     pub fn wait_for_log_count(&self, needle: &str, count: usize) {
-        wait_for(&format!("{count}x {needle:?} in fulcrum's log"), || {
-            (self.log().matches(needle).count() >= count).then_some(())
-        });
+        let start = Instant::now();
+        while self.log().matches(needle).count() < count {
+            assert!(
+                start.elapsed() < DEADLINE,
+                "timed out waiting for {count}x {needle:?} in fulcrum's log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     pub fn wait_for_log(&self, needle: &str) {
