@@ -133,20 +133,13 @@ fn keep(block: *mut u8, layout: Layout) -> bool {
             {
                 Some(i) => cache.slots.get_mut(i),
                 // A slot whose stack ran empty can serve another layout.
-                None => {
-                    let free = cache.slots.iter_mut().find(|s| s.len == 0);
-                    if let Some(s) = free {
-                        s.size = size;
-                        s.align = align;
-                        Some(s)
-                    } else {
-                        None
-                    }
-                }
+                None => cache.slots.iter_mut().find(|s| s.len == 0),
             };
             let Some(slot) = slot else {
                 return false;
             };
+            slot.size = size;
+            slot.align = align;
             match slot.blocks.get_mut(slot.len) {
                 Some(free) => {
                     *free = block;
