@@ -561,6 +561,23 @@ fn pem_without_certificate_is_refused() {
 }
 
 #[test]
+fn a_long_certificate_path_is_named_whole() {
+    let dir = TempDir::new();
+    let (_, key) = self_signed(&["example.com"]);
+    let long = format!(
+        "{}-a-certificate-file-whose-name-is-longer-than-sixty-characters.pem",
+        "x".repeat(40)
+    );
+    let cert = dir.write(&long, "no PEM block in here\n");
+    let key = dir.write("site.key", &key);
+    let message = error(&with_listener_tls(&cert, &key));
+    assert!(
+        message.contains(&format!("\"{cert}\"")) && !message.contains("..."),
+        "an error names a file by its whole path: {message}"
+    );
+}
+
+#[test]
 fn key_not_matching_the_certificate_is_refused() {
     let dir = TempDir::new();
     let (cert, _) = self_signed(&["example.com"]);

@@ -276,11 +276,21 @@ const MAX_SHOWN: usize = 60;
 /// `s` in double quotes for a message: escaped (no control characters reach a terminal or a
 /// log line) and cut to `MAX_SHOWN` characters.
 pub(crate) fn quote(s: &str) -> String {
+    quote_at_most(s, MAX_SHOWN)
+}
+
+/// `s` in double quotes, escaped but whole: for a file's path, which a shortened copy would
+/// no longer name.
+pub(crate) fn quote_whole(s: &str) -> String {
+    quote_at_most(s, usize::MAX)
+}
+
+fn quote_at_most(s: &str, max: usize) -> String {
     let mut out = String::from("\"");
-    for c in s.chars().take(MAX_SHOWN) {
+    for c in s.chars().take(max) {
         out.extend(c.escape_debug());
     }
-    if s.chars().nth(MAX_SHOWN).is_some() {
+    if s.chars().nth(max).is_some() {
         out.push_str("...");
     }
     out.push('"');

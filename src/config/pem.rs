@@ -158,5 +158,5 @@ fn dns_names(leaf: &CertificateDer<'_>) -> Result<Vec<String>, String> {
 }
 
 fn quoted(path: &Path) -> String {
-    super::error::quote(&path.to_string_lossy())
+    super::error::quote_whole(&path.to_string_lossy())
 }
