@@ -248,7 +248,7 @@ fn violation(req: &Request<Incoming>) -> Option<&'static str> {
     if xff.len() != 1 || last.map(str::trim) != Some(ip) {
         return Some("x-forwarded-for does not end with the client address");
     }
-    for name in ["keep-alive", "proxy-connection", "te", "trailer", "expect"] {
+    for name in ["keep-alive", "proxy-connection", "te", "expect"] {
         if h.contains_key(name) {
             return Some("a hop-by-hop header was forwarded");
         }

@@ -20,9 +20,9 @@ use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::fail;
 use super::io::{Activity, Expired, InProgress, Metered};
 use super::pool::{self, ReqBody, Sender};
+use super::{fail, message};
 use crate::config::ProxyProtocol;
 use crate::proxy_protocol::{Addresses, Prefixed};
 use crate::server::Shared;
@@ -320,7 +320,7 @@ async fn handle(
     let (resp, backend) = match forward(req, conn, upstream).await {
         Ok(f) => {
             let backend = Arc::clone(&f.backend);
-            (respond(f, in_progress), Some(backend))
+            (respond(f, upstream, in_progress), Some(backend))
         }
         Err((status, last)) => (local(status, in_progress), last),
     };
@@ -389,6 +389,7 @@ async fn forward(
     if req.method() == Method::CONNECT {
         return Err((StatusCode::METHOD_NOT_ALLOWED, None));
     }
+    message::check_target(req.method(), req.uri()).map_err(|status| (status, None))?;
     let upgrade = is_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let mut outgoing = prepare(req, conn, upgrade).map_err(|status| (status, None))?;
@@ -451,6 +452,12 @@ async fn forward(
                 }
                 outgoing = req;
             }
+            Ok(Sent::Response(resp)) if !message::response_framing_is_clear(resp.headers()) => {
+                // Dropped with its connection unread: the connection is never reused.
+                fail(upstream, &lease, "protocol");
+                tracing::debug!(upstream = %upstream.name, backend = %backend.addr, "backend response framing is ambiguous");
+                return Err((StatusCode::BAD_GATEWAY, last));
+            }
             Ok(Sent::Response(mut resp)) => {
                 if matches!(resp.status().as_u16(), 502..=504) {
                     upstream.record_failure(lease.index, "status");
@@ -487,6 +494,13 @@ async fn forward(
                 // the backend is not at fault, and the request cannot be completed.
                 tracing::debug!(error = %e, "client request body failed");
                 return Err((StatusCode::BAD_REQUEST, last));
+            }
+            Ok(Sent::Failed(e)) if e.is_parse() || e.is_parse_status() => {
+                // Response bytes came, but not a response fulcrum can pass on: the backend
+                // answered, so the request is not sent again.
+                fail(upstream, &lease, "protocol");
+                tracing::debug!(upstream = %upstream.name, backend = %backend.addr, error = %e, "backend response unreadable");
+                return Err((StatusCode::BAD_GATEWAY, last));
             }
             Ok(Sent::Failed(e)) => {
                 fail(upstream, &lease, "reset");
@@ -556,15 +570,15 @@ async fn connect(
     handshake.map_err(|_| "connect")
 }
 
-const HOP_COUNT: usize = 7;
+const HOP_COUNT: usize = 6;
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded.
+/// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded. `Trailer` is not one: it announces
+/// the trailer fields end to end, and hyper sends a body's trailers only when it names them.
 const HOP_BY_HOP: [HeaderName; HOP_COUNT] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
     header::TE,
-    header::TRAILER,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];
@@ -648,9 +662,8 @@ fn hop_index(name: &HeaderName) -> Option<usize> {
         "keep-alive" => Some(1),
         "proxy-connection" => Some(2),
         "te" => Some(3),
-        "trailer" => Some(4),
-        "transfer-encoding" => Some(5),
-        "upgrade" => Some(6),
+        "transfer-encoding" => Some(4),
+        "upgrade" => Some(5),
         _ => None,
     }
 }
@@ -713,7 +726,7 @@ fn prepare(
         }
         // hyper decodes the final `chunked`; any coding before it (gzip, ...) fulcrum would
         // pass on unannounced once Transfer-Encoding is dropped as hop-by-hop.
-        if !only_chunked(headers) {
+        if !message::only_chunked(headers) {
             return Err(StatusCode::NOT_IMPLEMENTED);
         }
     }
@@ -725,14 +738,24 @@ fn prepare(
     if f.hosts > 1 {
         return Err(StatusCode::BAD_REQUEST);
     }
+    if f.hosts == 1
+        && !headers
+            .get(header::HOST)
+            .is_some_and(|h| message::valid_host(h.as_bytes()))
+    {
+        return Err(StatusCode::BAD_REQUEST);
+    }
     let upgrade_to = upgrade
         .then(|| headers.get(header::UPGRADE).cloned())
         .flatten();
-    // Absolute form (or HTTP/2's :authority): Host comes from the authority; fulcrum still
-    // only ever connects to configured backends.
+    // Absolute form (or HTTP/2's :authority): Host comes from the authority, which
+    // `check_target` found valid (no userinfo); fulcrum still only ever connects to
+    // configured backends.
     if let Some(authority) = parts.uri.authority() {
-        let host = authority.as_str().rsplit('@').next().unwrap_or_default();
-        if let Ok(v) = HeaderValue::from_str(host) {
+        if !message::valid_host(authority.as_str().as_bytes()) {
+            return Err(StatusCode::BAD_REQUEST);
+        }
+        if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
             headers.insert(header::HOST, v);
         }
     }
@@ -742,6 +765,15 @@ fn prepare(
     }
     parts.version = Version::HTTP_11;
     strip_hop_by_hop(headers);
+    // A body of unknown length (chunked, or HTTP/2 DATA without `Content-Length`) goes out
+    // chunked, whatever the method: hyper's client sends a GET, HEAD or CONNECT of unknown
+    // length with no body at all unless the request says `chunked` itself.
+    if !f.content_length && !body.is_end_stream() && body.size_hint().exact().is_none() {
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+    }
     // fulcrum answers `Expect: 100-continue` itself, when the body is first read.
     if f.expect {
         headers.remove(header::EXPECT);
@@ -766,17 +798,6 @@ fn prepare(
         headers.insert(header::UPGRADE, to);
     }
     Ok(Request::from_parts(parts, Either::Left(body)))
-}
-
-/// True when `Transfer-Encoding` names exactly one coding, `chunked`.
-fn only_chunked(headers: &HeaderMap) -> bool {
-    let mut codings = headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .map(<[u8]>::trim_ascii)
-        .filter(|c| !c.is_empty());
-    matches!((codings.next(), codings.next()), (Some(c), None) if c.eq_ignore_ascii_case(b"chunked"))
 }
 
 /// Joins several `cookie` fields into one, separated by `; `.
@@ -865,23 +886,25 @@ fn tunnel(
 
 /// The backend's response as the client gets it: hop-by-hop headers removed (but kept on a
 /// `101`), the body streamed, the connection pooled again once the body is done.
-fn respond(f: Forwarded, progress: InProgress) -> Response<RespBody> {
+fn respond(f: Forwarded, upstream: &Arc<Upstream>, progress: InProgress) -> Response<RespBody> {
     let mut resp = f.resp;
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         strip_hop_by_hop(resp.headers_mut());
     }
-    let done = Done {
-        sender: f.pooled,
-        lease: f.lease,
-        _progress: progress,
-    };
     // HEAD, 204, 304 and empty bodies are never polled (hyper sees their end up front): their
     // connection goes back to the pool now, or it would be closed with the body.
     let done = if resp.body().is_end_stream() {
-        done.complete();
+        if let (Some((key, sender)), Some(lease)) = (f.pooled, &f.lease) {
+            lease.backend.pool.checkin(key, sender);
+        }
         None
     } else {
-        Some(done)
+        Some(Done {
+            sender: f.pooled,
+            lease: f.lease,
+            upstream: Arc::clone(upstream),
+            _progress: progress,
+        })
     };
     resp.map(|body| RespBody::Backend { body, done })
 }
@@ -922,6 +945,8 @@ pub struct Done {
     /// The connection and the pool key it goes back under.
     sender: Option<(pool::Key, Sender)>,
     lease: Option<Lease>,
+    /// Where a body that breaks off is recorded as its backend's failure.
+    upstream: Arc<Upstream>,
     _progress: InProgress,
 }
 
@@ -931,6 +956,30 @@ impl Done {
             lease.backend.pool.checkin(key, sender);
         }
     }
+
+    /// The backend broke off its body (`reset`) or framed it wrongly (`protocol`, a bad
+    /// chunk): the client connection is closed by hyper, the backend connection dropped.
+    fn broken(self, e: &hyper::Error) {
+        if let Some(lease) = &self.lease {
+            fail(&self.upstream, lease, body_failure_kind(e));
+        }
+    }
+}
+
+/// A response body's decoding error is `InvalidData` or `InvalidInput` from hyper's decoder
+/// (a bad chunk); anything else is the connection breaking off.
+fn body_failure_kind(e: &hyper::Error) -> &'static str {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return match io.kind() {
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput => "protocol",
+                _ => "reset",
+            };
+        }
+        source = s.source();
+    }
+    if e.is_parse() { "protocol" } else { "reset" }
 }
 
 /// The body of a response to the client.
@@ -967,15 +1016,10 @@ impl Body for RespBody {
                             d.complete();
                         }
                     }
-                    Poll::Ready(Some(Err(_))) => {
+                    Poll::Ready(Some(Err(e))) => {
                         // A backend that breaks mid-body: the connection is not reused.
-                        if let Some(b) = done
-                            .take()
-                            .and_then(|d| d.lease)
-                            .map(|l| Arc::clone(&l.backend))
-                        {
-                            b.failures.fetch_add(1, Ordering::Relaxed);
-                            crate::metrics::backend_failure(&b.upstream, &b.addr, "reset");
+                        if let Some(d) = done.take() {
+                            d.broken(e);
                         }
                     }
                     _ => {}

@@ -3,6 +3,7 @@
 
 pub mod http;
 pub mod io;
+pub mod message;
 pub mod pool;
 pub mod tcp;
 

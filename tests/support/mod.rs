@@ -36,6 +36,29 @@ pub fn free_port() -> u16 {
     panic!("no free port between {LOW} and {}", LOW + SPAN);
 }
 
+/// A config with one http listener `web` on 127.0.0.1:`port` in front of upstream `app` over
+/// `backends`, passive health only. `upstream` lines go into `[upstream.app]`, `health` lines
+/// into its `[upstream.app.health]`, and `tail` (whole tables, e.g. `[admin]`) at the end.
+pub fn http_config(
+    port: u16,
+    backends: &[SocketAddr],
+    upstream: &str,
+    health: &str,
+    tail: &str,
+) -> String {
+    let list: Vec<String> = backends
+        .iter()
+        .map(|a| format!("{{ addr = \"{a}\" }}"))
+        .collect();
+    format!(
+        "[runtime]\nworker_threads = 2\nshutdown_timeout = \"5s\"\n\n\
+         [[listener]]\nname = \"web\"\nbind = \"127.0.0.1:{port}\"\nprotocol = \"http\"\nupstream = \"app\"\n\n\
+         [upstream.app]\nbackends = [{}]\n{upstream}\n\n\
+         [upstream.app.health]\ncheck = \"none\"\n{health}\n\n{tail}\n",
+        list.join(", ")
+    )
+}
+
 /// An address on 127.0.0.1 that refuses connections.
 pub fn closed_addr() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");

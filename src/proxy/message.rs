@@ -1,0 +1,177 @@
+//! What an HTTP message must look like to pass through unchanged: a request target and `Host`
+//! that name one resource, and a response whose body's end is not in doubt. A proxy may refuse
+//! a message; it must never pass on one that it and the next hop could read differently.
+
+use http::header::{self, HeaderMap};
+use http::{Method, StatusCode, Uri};
+
+/// Checks the request target's form (RFC 9112 §3.2): origin form (`/path`) for every method,
+/// `*` only with `OPTIONS`, absolute form (`http://host/path`) with an http or https scheme.
+/// Authority form (`host:port`) is CONNECT's alone, which fulcrum refuses before this; a
+/// target without a leading `/` parses as one and is refused with it.
+pub fn check_target(method: &Method, uri: &Uri) -> Result<(), StatusCode> {
+    if let Some(scheme) = uri.scheme_str() {
+        let known = scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https");
+        return match uri.authority() {
+            Some(a) if known && valid_host(a.as_str().as_bytes()) => Ok(()),
+            _ => Err(StatusCode::BAD_REQUEST),
+        };
+    }
+    if uri.authority().is_some() {
+        return Err(StatusCode::BAD_REQUEST);
+    }
+    match uri.path_and_query().map(|p| p.as_str()) {
+        Some("*") if method == Method::OPTIONS => Ok(()),
+        Some(p) if p.starts_with('/') => Ok(()),
+        _ => Err(StatusCode::BAD_REQUEST),
+    }
+}
+
+/// True when `v` is a valid `Host` value (RFC 9110 §7.2): `uri-host [ ":" port ]`, where the
+/// host is a bracketed IP literal or a reg-name. So no `/`, `\`, space, control byte, `@`
+/// (userinfo) or second port: a backend that splits such a value elsewhere than fulcrum would
+/// route or cache it under another name. An empty value is allowed (RFC 9112 §3.2).
+pub fn valid_host(v: &[u8]) -> bool {
+    if v.is_empty() {
+        return true;
+    }
+    let (host, port) = if let Some(rest) = v.strip_prefix(b"[") {
+        let Some(end) = rest.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let (literal, after) = rest.split_at(end);
+        let port = match after.get(1..) {
+            Some([]) | None => None,
+            Some([b':', port @ ..]) => Some(port),
+            Some(_) => return false,
+        };
+        let ok = !literal.is_empty()
+            && literal
+                .iter()
+                .all(|&b| b.is_ascii_alphanumeric() || b":.-_~!$&'()*+,;=".contains(&b));
+        if !ok {
+            return false;
+        }
+        (None, port)
+    } else {
+        match v.iter().position(|&b| b == b':') {
+            Some(i) => (v.get(..i), v.get(i + 1..)),
+            None => (Some(v), None),
+        }
+    };
+    let host_ok = host.is_none_or(|h| {
+        !h.is_empty()
+            && h.iter()
+                .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b))
+    });
+    let port_ok = port.is_none_or(|p| p.len() <= 5 && p.iter().all(u8::is_ascii_digit));
+    host_ok && port_ok
+}
+
+/// True when a backend response's body ends where fulcrum and the client would both read it
+/// to end: not `Transfer-Encoding` together with `Content-Length` (RFC 9112 §6.3: a sign of
+/// smuggling), and no coding but one `chunked` (fulcrum removes `Transfer-Encoding` as
+/// hop-by-hop, so a `gzip` or a second `chunked` would reach the client undecoded and
+/// unannounced). hyper itself refuses an invalid `Content-Length`.
+pub fn response_framing_is_clear(headers: &HeaderMap) -> bool {
+    if !headers.contains_key(header::TRANSFER_ENCODING) {
+        return true;
+    }
+    !headers.contains_key(header::CONTENT_LENGTH) && only_chunked(headers)
+}
+
+/// True when `Transfer-Encoding` names exactly one coding, `chunked`.
+pub fn only_chunked(headers: &HeaderMap) -> bool {
+    let mut codings = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|c| !c.is_empty());
+    matches!((codings.next(), codings.next()), (Some(c), None) if c.eq_ignore_ascii_case(b"chunked"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn target(method: Method, t: &str) -> Result<(), StatusCode> {
+        let uri: Uri = t.parse().expect("a uri the parser takes");
+        check_target(&method, &uri)
+    }
+
+    #[test]
+    fn origin_and_absolute_forms_pass_for_every_method() {
+        for m in [Method::GET, Method::POST, Method::OPTIONS, Method::DELETE] {
+            assert_eq!(target(m.clone(), "/a?b=c"), Ok(()), "{m} /a?b=c");
+            assert_eq!(target(m.clone(), "http://h:8080/x"), Ok(()), "{m} absolute");
+            assert_eq!(
+                target(m.clone(), "HTTPS://h/"),
+                Ok(()),
+                "{m} scheme in capitals"
+            );
+        }
+    }
+
+    #[test]
+    fn asterisk_form_is_for_options_only() {
+        assert_eq!(target(Method::OPTIONS, "*"), Ok(()));
+        assert_eq!(target(Method::GET, "*"), Err(StatusCode::BAD_REQUEST));
+    }
+
+    #[test]
+    fn authority_form_and_targets_without_a_slash_are_refused() {
+        for t in ["example.com:80", "foo", "ftp://h/x", "http://u@h/x"] {
+            assert_eq!(target(Method::GET, t), Err(StatusCode::BAD_REQUEST), "{t}");
+        }
+    }
+
+    #[test]
+    fn hosts_are_host_and_an_optional_port() {
+        for ok in [
+            "a",
+            "example.com",
+            "example.com:8080",
+            "127.0.0.1:1",
+            "[::1]",
+            "[::1]:443",
+            "xn--bcher-kva.ch",
+            "",
+        ] {
+            assert!(valid_host(ok.as_bytes()), "{ok:?} is a valid Host");
+        }
+        for bad in [
+            "a/b", "a\\b", "a b", "a\tb", "a\x01b", "a:1:2", ":80", "a:80x", "u@h", "[::1",
+            "[::1]x", "[]", "a:123456",
+        ] {
+            assert!(!valid_host(bad.as_bytes()), "{bad:?} is not a valid Host");
+        }
+    }
+
+    #[test]
+    fn ambiguous_response_framing_is_not_clear() {
+        let with = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (n, v) in pairs {
+                h.append(*n, HeaderValue::from_static(v));
+            }
+            response_framing_is_clear(&h)
+        };
+        assert!(with(&[]));
+        assert!(with(&[("content-length", "3")]));
+        assert!(with(&[("transfer-encoding", "chunked")]));
+        assert!(with(&[("transfer-encoding", "Chunked")]));
+        assert!(!with(&[("transfer-encoding", "chunked, chunked")]));
+        assert!(!with(&[
+            ("transfer-encoding", "chunked"),
+            ("transfer-encoding", "chunked")
+        ]));
+        assert!(!with(&[("transfer-encoding", "gzip, chunked")]));
+        assert!(!with(&[("transfer-encoding", "gzip")]));
+        assert!(!with(&[
+            ("transfer-encoding", "chunked"),
+            ("content-length", "3")
+        ]));
+    }
+}
