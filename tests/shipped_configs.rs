@@ -1,5 +1,6 @@
 //! Every fulcrum config we ship, in `conf/` and inside the Kubernetes manifests, passes
-//! `fulcrum check`.
+//! `fulcrum check`; the manifests run the image the README builds, in any namespace. (Their
+//! schema is checked by `.ci/run`, with kubernetes-validate.)
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -84,4 +85,37 @@ fn every_config_in_the_kubernetes_manifests_passes_check() {
         n >= 2,
         "the sidecar and edge manifests carry configs, found {n}"
     );
+}
+
+/// The image tag the README's build commands give: `fulcrum:` and the crate's version.
+fn readme_image() -> String {
+    format!("fulcrum:{}", env!("CARGO_PKG_VERSION"))
+}
+
+#[test]
+fn the_readme_builds_the_image_that_the_kubernetes_manifests_run() {
+    let image = readme_image();
+    let readme = std::fs::read_to_string("README.md").expect("README.md");
+    assert!(
+        readme.contains(&format!("docker build -t {image} .")),
+        "the README must say how to build {image}"
+    );
+    for name in ["sidecar.yaml", "edge.yaml"] {
+        let yaml = std::fs::read_to_string(Path::new("examples/kubernetes").join(name))
+            .expect("read manifest");
+        let images: Vec<&str> = yaml
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("image: "))
+            .filter(|i| i.contains("fulcrum"))
+            .collect();
+        assert!(
+            !images.is_empty() && images.iter().all(|i| *i == image),
+            "{name} must run the image the README builds ({image}), not {images:?}"
+        );
+        // A namespace written into a DNS name breaks the manifest in any other namespace.
+        assert!(
+            !yaml.contains(".default.svc") && !yaml.contains("namespace: default"),
+            "{name} must not hard-code the namespace `default`"
+        );
+    }
 }
