@@ -115,7 +115,12 @@ fn ensure_base() -> Result<(), String> {
     let start = Instant::now();
     let dir = support::temp_dir("rootfs");
     let rootfs = dir.join("root");
-    let out = Command::new("debootstrap")
+    // /usr/sbin is not on every PATH (a non-root shell); debootstrap must run as root anyway.
+    let debootstrap = ["/usr/sbin/debootstrap", "debootstrap"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .unwrap_or("debootstrap");
+    let out = Command::new(debootstrap)
         .args(["--variant=minbase", "--include=ca-certificates,busybox", "bookworm"])
         .arg(&rootfs)
         .output()
