@@ -89,13 +89,28 @@ fn build_image() -> Result<String, String> {
     let base = format!("RUNTIME_IMAGE={BASE}");
     let ctx_arg = ctx.to_string_lossy().into_owned();
     let id = try_docker(&[
-        "build", "-q", "--target", "prebuilt", "--build-arg", &base, "--label", LABEL, "-t",
-        "fulcrum-test:dev", &ctx_arg,
+        "build",
+        "-q",
+        "--target",
+        "prebuilt",
+        "--build-arg",
+        &base,
+        "--label",
+        LABEL,
+        "-t",
+        "fulcrum-test:dev",
+        &ctx_arg,
     ])?;
     let _ = std::fs::remove_dir_all(&ctx);
     // The image this tag named before is now dangling: remove it unless a container of a
     // run still going uses it.
-    let _ = try_docker(&["image", "prune", "-f", "--filter", &format!("label={LABEL}")]);
+    let _ = try_docker(&[
+        "image",
+        "prune",
+        "-f",
+        "--filter",
+        &format!("label={LABEL}"),
+    ]);
     eprintln!("fulcrum's image {id} built in {:?}", start.elapsed());
     Ok(id)
 }
@@ -121,7 +136,11 @@ fn ensure_base() -> Result<(), String> {
         .find(|p| Path::new(p).exists())
         .unwrap_or("debootstrap");
     let out = Command::new(debootstrap)
-        .args(["--variant=minbase", "--include=ca-certificates,busybox", "bookworm"])
+        .args([
+            "--variant=minbase",
+            "--include=ca-certificates,busybox",
+            "bookworm",
+        ])
         .arg(&rootfs)
         .output()
         .map_err(|e| format!("cannot run debootstrap (apt-get install debootstrap): {e}"))?;
@@ -188,7 +207,14 @@ fn remove_leftovers() {
     for name in names.unwrap_or_default().lines().filter(|n| !alive(n)) {
         let _ = try_docker(&["rm", "-f", "-v", name]);
     }
-    let nets = try_docker(&["network", "ls", "--filter", &filter, "--format", "{{.Name}}"]);
+    let nets = try_docker(&[
+        "network",
+        "ls",
+        "--filter",
+        &filter,
+        "--format",
+        "{{.Name}}",
+    ]);
     for name in nets.unwrap_or_default().lines().filter(|n| !alive(n)) {
         let _ = try_docker(&["network", "rm", name]);
     }

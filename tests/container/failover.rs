@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use crate::docker::docker;
 use crate::load::{Load, Report};
-use crate::{TwoBackends, healthy, skip, wait_served};
 use crate::support::wait_for;
+use crate::{TwoBackends, healthy, skip, wait_served};
 
 #[derive(Clone, Copy, Debug)]
 enum Fault {

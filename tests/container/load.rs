@@ -77,7 +77,11 @@ impl Report {
                 format!("+{ms}ms: {}", o.result.as_ref().unwrap_err())
             })
             .collect();
-        format!("{} failed of {}: {f:?}", self.failures().len(), self.outcomes.len())
+        format!(
+            "{} failed of {}: {f:?}",
+            self.failures().len(),
+            self.outcomes.len()
+        )
     }
 }
 
@@ -108,7 +112,11 @@ impl Load {
                             Ok((s, body)) => Err(format!("status {s}: {body}")),
                             Err(e) => Err(e),
                         };
-                        report.lock().unwrap().outcomes.push(Outcome { sent, result });
+                        report
+                            .lock()
+                            .unwrap()
+                            .outcomes
+                            .push(Outcome { sent, result });
                         std::thread::sleep(pace);
                     }
                 })
@@ -137,7 +145,11 @@ impl Load {
 
 /// Sends `n` requests one after another and counts the answers by backend; any failure
 /// panics, naming `why`.
-pub fn count_backends(addr: SocketAddr, n: usize, why: &str) -> std::collections::BTreeMap<String, usize> {
+pub fn count_backends(
+    addr: SocketAddr,
+    n: usize,
+    why: &str,
+) -> std::collections::BTreeMap<String, usize> {
     let mut counts = std::collections::BTreeMap::new();
     for i in 0..n {
         match get(addr, "/") {

@@ -19,7 +19,7 @@ mod sidecar;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use docker::{Container, ConfigDir, Network, backend, docker, image, unique};
+use docker::{ConfigDir, Container, Network, backend, docker, image, unique};
 use load::{Load, count_backends, get};
 use support::wait_for;
 
@@ -165,24 +165,50 @@ fn image_runs_as_non_root_and_its_baked_in_config_serves_probes_and_an_app_conta
     let net = Network::create("baked");
     let f = Container::run(
         &unique("fulcrum"),
-        &["--network", &net.name, "-p", "127.0.0.1::8080", "-p", "127.0.0.1::9901", image()],
+        &[
+            "--network",
+            &net.name,
+            "-p",
+            "127.0.0.1::8080",
+            "-p",
+            "127.0.0.1::9901",
+            image(),
+        ],
     );
     let admin = f.port(9901);
     wait_for("/healthz on the published admin port", || {
         matches!(get(admin, "/healthz"), Ok((200, _))).then_some(())
     });
     let (status, body) = get(admin, "/readyz").expect("/readyz");
-    assert_eq!(status, 503, "without an `app` container /readyz must be 503: {body}");
-    assert!(body.contains("app"), "/readyz must name the upstream: {body}");
-    assert_eq!(f.inspect("{{.Config.User}}"), "10001:10001", "fulcrum must not run as root");
+    assert_eq!(
+        status, 503,
+        "without an `app` container /readyz must be 503: {body}"
+    );
+    assert!(
+        body.contains("app"),
+        "/readyz must name the upstream: {body}"
+    );
+    assert_eq!(
+        f.inspect("{{.Config.User}}"),
+        "10001:10001",
+        "fulcrum must not run as root"
+    );
     assert_eq!(docker(&["exec", &f.name, "id", "-u"]), "10001");
     assert_eq!(f.inspect("{{.Config.StopSignal}}"), "SIGTERM");
     // The baked-in backend `app:8080` is whatever answers to that name on the network.
     let app = unique("app");
-    let _app = backend(&app, &["--network", &net.name, "--network-alias", "app"], 8080);
+    let _app = backend(
+        &app,
+        &["--network", &net.name, "--network-alias", "app"],
+        8080,
+    );
     wait_ready(&f, admin);
     let (status, body) = get(f.port(8080), "/").expect("a request through fulcrum");
-    assert_eq!((status, body.as_str()), (200, app.as_str()), "the app must answer");
+    assert_eq!(
+        (status, body.as_str()),
+        (200, app.as_str()),
+        "the app must answer"
+    );
 }
 
 #[test]
@@ -197,7 +223,10 @@ fn balances_by_weight_across_backend_containers_found_by_dns_name() {
     // loaded machine may take a backend out for a moment.
     let (n1, n2) = (n1.copied().unwrap_or(0), n2.copied().unwrap_or(0));
     assert_eq!(n1 + n2, 200, "only the two backends answer: {counts:?}");
-    assert!(n1.abs_diff(150) <= 6, "weights 3:1 must give 150:50, got {counts:?}");
+    assert!(
+        n1.abs_diff(150) <= 6,
+        "weights 3:1 must give 150:50, got {counts:?}"
+    );
 }
 
 #[test]
@@ -225,10 +254,21 @@ fn docker_stop_under_load_drains_with_no_failed_request() {
         report.describe_failures(sigterm)
     );
     let after = report.outcomes.iter().filter(|o| o.sent > sigterm).count();
-    assert!(after >= 20, "requests after SIGTERM must be served, saw {after}");
+    assert!(
+        after >= 20,
+        "requests after SIGTERM must be served, saw {after}"
+    );
     let code = s.fulcrum.inspect("{{.State.ExitCode}}");
-    assert_eq!(code, "0", "fulcrum must exit 0 after draining:\n{}", s.fulcrum.logs());
-    assert!(took < Duration::from_secs(10), "the drain took {took:?}, not killed at 20s");
+    assert_eq!(
+        code,
+        "0",
+        "fulcrum must exit 0 after draining:\n{}",
+        s.fulcrum.logs()
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "the drain took {took:?}, not killed at 20s"
+    );
 }
 
 #[test]
@@ -240,7 +280,8 @@ fn sighup_after_changing_the_mounted_config_applies_new_weights_with_no_failed_r
     let load = Load::start(s.web, 3, Duration::from_millis(10));
     wait_served(&load, &s.b2.name, Instant::now(), 10);
     let t0 = Instant::now();
-    s.config.write(&two_backends(&s.b1.name, 1, &s.b2.name, 4, "0s"));
+    s.config
+        .write(&two_backends(&s.b1.name, 1, &s.b2.name, 4, "0s"));
     docker(&["kill", "-s", "HUP", &s.fulcrum.name]);
     wait_for("fulcrum to log the reload's weight change", || {
         s.fulcrum.logs().contains("weight 1 -> 4").then_some(())
@@ -254,5 +295,8 @@ fn sighup_after_changing_the_mounted_config_applies_new_weights_with_no_failed_r
     );
     let counts = count_backends(s.web, 100, "after the reload");
     let n2 = counts.get(&s.b2.name).copied().unwrap_or(0);
-    assert!(n2.abs_diff(80) <= 4, "new weights 1:4 must give 20:80, got {counts:?}");
+    assert!(
+        n2.abs_diff(80) <= 4,
+        "new weights 1:4 must give 20:80, got {counts:?}"
+    );
 }

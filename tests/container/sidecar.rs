@@ -123,7 +123,10 @@ fn sidecar_with_the_applications_pre_stop_survives_pod_deletion_with_no_failed_r
         report.describe_failures(deleted)
     );
     let after = report.outcomes.iter().filter(|o| o.sent > deleted).count();
-    assert!(after >= 20, "requests after the deletion must be served, saw {after}");
+    assert!(
+        after >= 20,
+        "requests after the deletion must be served, saw {after}"
+    );
 }
 
 #[test]
