@@ -134,12 +134,20 @@ impl Load {
         self.report.lock().unwrap().served_by_since(backend, t)
     }
 
-    pub fn stop(self) -> Report {
+    pub fn stop(mut self) -> Report {
         self.stop.store(true, Ordering::SeqCst);
-        for c in self.clients {
+        for c in std::mem::take(&mut self.clients) {
             c.join().expect("a load client panicked");
         }
         std::mem::take(&mut *self.report.lock().unwrap())
+    }
+}
+
+/// A test that fails mid-load stops its clients too, rather than leaving them to send to a
+/// removed container's port until `MAX_RUN`.
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
     }
 }
 
