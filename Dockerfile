@@ -1,7 +1,51 @@
-# fulcrum: a small runtime image. Build: docker build -t fulcrum .
-# Run:   docker run -p 8080:8080 -v $PWD/conf/fulcrum.toml:/etc/fulcrum/fulcrum.toml fulcrum
+# fulcrum's container image (README.md, "Container image"). Two ways to build one image:
+#
+#   From source (the default target; BuildKit, Docker 23+), a profile-guided release build:
+#     docker build -t fulcrum:0.1.0 .
+#   From a binary built on the host (as the release images of Traefik and Caddy copy theirs):
+#     cargo build --release && docker build --target prebuilt -t fulcrum:0.1.0 .
+#
+# Run: docker run -p 8080:8080 -p 9901:9901 -v $PWD/my-conf:/etc/fulcrum:ro fulcrum:0.1.0
+#
+# The bases are build arguments so that a machine without a registry can supply its own
+# (the container tests use one made with debootstrap from Debian's packages). The binary is
+# linked against glibc: the runtime base must be Debian bookworm or newer, like the builder.
+ARG BUILD_IMAGE=rust:1-bookworm
+ARG RUNTIME_IMAGE=debian:bookworm-slim
 
-FROM rust:1-bookworm AS build
+# ---- runtime: everything but the binary -------------------------------------------------
+FROM ${RUNTIME_IMAGE} AS runtime
+# ca-certificates: the system trust roots for TLS to backends without a `ca`. A base that
+# already has them (the tests' debootstrap base) is not asked to download anything.
+RUN if [ ! -s /etc/ssl/certs/ca-certificates.crt ]; then \
+        apt-get update && apt-get install -y --no-install-recommends ca-certificates \
+        && rm -rf /var/lib/apt/lists/*; \
+    fi
+# The container config (admin on 0.0.0.0:9901, one listener on 8080, backend `app:8080`):
+# a starting point meant to be replaced by a file or a ConfigMap mounted on /etc/fulcrum.
+COPY conf/container.toml /etc/fulcrum/fulcrum.toml
+ENV FULCRUM_CONFIG=/etc/fulcrum/fulcrum.toml
+# Numeric, so that Kubernetes' runAsNonRoot can check it without an /etc/passwd entry.
+USER 10001:10001
+# fulcrum drains on SIGTERM: /readyz turns 503 for shutdown_delay, then open requests get
+# shutdown_timeout. `docker stop -t` / terminationGracePeriodSeconds must cover both.
+STOPSIGNAL SIGTERM
+# 8080: the http listener of the baked-in config; 9901: the admin listener (/healthz,
+# /readyz, /metrics, /status). No HEALTHCHECK: the base has no HTTP client, and platforms
+# probe /healthz (liveness) and /readyz (readiness) on 9901 themselves.
+EXPOSE 8080 9901
+ENTRYPOINT ["/usr/local/bin/fulcrum"]
+CMD ["run"]
+
+# ---- prebuilt: a binary from the build context ------------------------------------------
+# Listed before the Rust stage so that builders without BuildKit, which build every stage
+# up to the target, never need the Rust image for this target.
+FROM runtime AS prebuilt
+ARG FULCRUM_BINARY=target/release/fulcrum
+COPY ${FULCRUM_BINARY} /usr/local/bin/fulcrum
+
+# ---- build: the profile-guided release build --------------------------------------------
+FROM ${BUILD_IMAGE} AS build
 WORKDIR /src
 # Dependencies first, so a source change does not download them again.
 COPY Cargo.toml Cargo.lock ./
@@ -19,19 +63,6 @@ RUN rustup component add llvm-tools \
     && scripts/pgo-build.sh \
     && strip target/release/fulcrum
 
-FROM debian:bookworm-slim
-# ca-certificates: the system trust roots for TLS to backends without a `ca`.
-RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
-    && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --no-create-home fulcrum \
-    && mkdir -p /etc/fulcrum
+# ---- source: the default target ---------------------------------------------------------
+FROM runtime AS source
 COPY --from=build /src/target/release/fulcrum /usr/local/bin/fulcrum
-COPY conf/fulcrum.toml /etc/fulcrum/fulcrum.toml
-USER 10001
-ENV FULCRUM_CONFIG=/etc/fulcrum/fulcrum.toml
-# fulcrum drains on SIGTERM: open requests finish within shutdown_timeout.
-STOPSIGNAL SIGTERM
-# 8080: the example http listener; 9901: the admin listener (/healthz, /readyz, /metrics).
-EXPOSE 8080 9901
-ENTRYPOINT ["/usr/local/bin/fulcrum"]
-CMD ["run"]

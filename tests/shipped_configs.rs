@@ -1,5 +1,6 @@
 //! Every fulcrum config we ship, in `conf/` and inside the Kubernetes manifests, passes
-//! `fulcrum check`.
+//! `fulcrum check`; the manifests run the image the README builds, in any namespace. (Their
+//! schema is checked by `.ci/run`, with kubernetes-validate.)
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,34 +20,6 @@ fn check(path: &Path) {
         path.display(),
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// The `fulcrum.toml: |` blocks of a YAML file, dedented.
-fn embedded_configs(yaml: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let lines: Vec<&str> = yaml.lines().collect();
-    for (i, line) in lines.iter().enumerate() {
-        if line.trim_end().ends_with("fulcrum.toml: |") {
-            let key_indent = line.len() - line.trim_start().len();
-            let mut block = Vec::new();
-            for l in &lines[i + 1..] {
-                let indent = l.len() - l.trim_start().len();
-                if !l.trim().is_empty() && indent <= key_indent {
-                    break;
-                }
-                block.push(*l);
-            }
-            let strip = block
-                .iter()
-                .filter(|l| !l.trim().is_empty())
-                .map(|l| l.len() - l.trim_start().len())
-                .min()
-                .unwrap_or(0);
-            let text: Vec<&str> = block.iter().map(|l| l.get(strip..).unwrap_or("")).collect();
-            out.push(text.join("\n"));
-        }
-    }
-    out
 }
 
 #[test]
@@ -69,7 +42,7 @@ fn every_config_in_the_kubernetes_manifests_passes_check() {
     for entry in std::fs::read_dir("examples/kubernetes").expect("examples/kubernetes/") {
         let path: PathBuf = entry.expect("entry").path();
         let yaml = std::fs::read_to_string(&path).expect("read manifest");
-        for (i, toml) in embedded_configs(&yaml).into_iter().enumerate() {
+        for (i, toml) in support::embedded_configs(&yaml).into_iter().enumerate() {
             let name = format!(
                 "{}-{i}.toml",
                 path.file_stem().and_then(|s| s.to_str()).unwrap_or("m")
@@ -84,4 +57,37 @@ fn every_config_in_the_kubernetes_manifests_passes_check() {
         n >= 2,
         "the sidecar and edge manifests carry configs, found {n}"
     );
+}
+
+/// The image tag the README's build commands give: `fulcrum:` and the crate's version.
+fn readme_image() -> String {
+    format!("fulcrum:{}", env!("CARGO_PKG_VERSION"))
+}
+
+#[test]
+fn the_readme_builds_the_image_that_the_kubernetes_manifests_run() {
+    let image = readme_image();
+    let readme = std::fs::read_to_string("README.md").expect("README.md");
+    assert!(
+        readme.contains(&format!("docker build -t {image} .")),
+        "the README must say how to build {image}"
+    );
+    for name in ["sidecar.yaml", "edge.yaml"] {
+        let yaml = std::fs::read_to_string(Path::new("examples/kubernetes").join(name))
+            .expect("read manifest");
+        let images: Vec<&str> = yaml
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("image: "))
+            .filter(|i| i.contains("fulcrum"))
+            .collect();
+        assert!(
+            !images.is_empty() && images.iter().all(|i| *i == image),
+            "{name} must run the image the README builds ({image}), not {images:?}"
+        );
+        // A namespace written into a DNS name breaks the manifest in any other namespace.
+        assert!(
+            !yaml.contains(".default.svc") && !yaml.contains("namespace: default"),
+            "{name} must not hard-code the namespace `default`"
+        );
+    }
 }

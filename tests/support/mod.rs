@@ -626,3 +626,31 @@ pub async fn http_get(addr: SocketAddr) -> std::io::Result<(u16, String)> {
         .unwrap_or_default();
     Ok((status, body))
 }
+
+/// The `fulcrum.toml: |` blocks of a YAML file, dedented.
+pub fn embedded_configs(yaml: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let lines: Vec<&str> = yaml.lines().collect();
+    for (i, line) in lines.iter().enumerate() {
+        if line.trim_end().ends_with("fulcrum.toml: |") {
+            let key_indent = line.len() - line.trim_start().len();
+            let mut block = Vec::new();
+            for l in &lines[i + 1..] {
+                let indent = l.len() - l.trim_start().len();
+                if !l.trim().is_empty() && indent <= key_indent {
+                    break;
+                }
+                block.push(*l);
+            }
+            let strip = block
+                .iter()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| l.len() - l.trim_start().len())
+                .min()
+                .unwrap_or(0);
+            let text: Vec<&str> = block.iter().map(|l| l.get(strip..).unwrap_or("")).collect();
+            out.push(text.join("\n"));
+        }
+    }
+    out
+}
