@@ -273,6 +273,72 @@ async fn response_timeout_gives_504() {
     assert_eq!(r.text(), "504 Gateway Timeout\n");
 }
 
+/// A backend that accepts and reads, and never answers (a paused process, a cut network).
+async fn silent() -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while let Ok(1..) = s.read(&mut buf).await {}
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bodiless_get_that_times_out_is_retried_elsewhere() {
+    let live = http_backend("live").await;
+    let (_f, addr) = start(
+        &[silent().await, live.addr],
+        "response_timeout = \"300ms\"",
+        "",
+    )
+    .await;
+    let mut client = Client::connect(addr).await;
+    for _ in 0..4 {
+        let r = client.request("GET", "/", b"").await;
+        assert_eq!(
+            (r.status, r.text()),
+            (200, "live".to_owned()),
+            "an idempotent bodiless request is sent elsewhere after a response timeout"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_that_times_out_is_504_not_retried() {
+    let live = http_backend("live").await;
+    let (_f, addr) = start(
+        &[silent().await, live.addr],
+        "response_timeout = \"300ms\"",
+        "",
+    )
+    .await;
+    let mut got = Vec::new();
+    // Round robin over two backends: one of two POSTs meets the silent one.
+    for _ in 0..2 {
+        got.push(
+            Client::connect(addr)
+                .await
+                .request("POST", "/", b"x")
+                .await
+                .status,
+        );
+    }
+    got.sort_unstable();
+    assert_eq!(got, [200, 504], "a request with a body is never sent twice");
+    assert_eq!(
+        live.requests.load(Ordering::Relaxed),
+        1,
+        "the timed-out POST never reached the other backend"
+    );
+}
+
 /// A backend that reads a request head and closes without answering.
 async fn slammer() -> SocketAddr {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0")

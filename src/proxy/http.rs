@@ -442,8 +442,15 @@ async fn forward(
         .await;
         match sent {
             Err(_) => {
+                // No response byte in time: like a connection broken before the response, a
+                // bodiless idempotent request goes to another backend (nginx's
+                // `proxy_next_upstream timeout`); a backend that went silent (a paused
+                // container, a cut network) then costs its clients a delay, not an error.
                 fail(upstream, &lease, "timeout");
-                return Err((StatusCode::GATEWAY_TIMEOUT, last));
+                match (&replay, last_try) {
+                    (Some(head), false) => outgoing = rebuild(head),
+                    _ => return Err((StatusCode::GATEWAY_TIMEOUT, last)),
+                }
             }
             Ok(Sent::Unsent(req, kind)) => {
                 fail(upstream, &lease, kind);
