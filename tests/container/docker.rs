@@ -148,7 +148,12 @@ fn ensure_base() -> Result<(), String> {
         let _ = std::fs::remove_dir_all(&dir);
         return Err(format!(
             "debootstrap failed: {}",
-            String::from_utf8_lossy(&out.stdout)
+            [&out.stdout[..], &out.stderr[..]]
+                .concat()
+                .as_slice()
+                .utf8_chunks()
+                .map(|c| c.valid().to_owned())
+                .collect::<String>()
                 .lines()
                 .rev()
                 .take(5)
@@ -170,19 +175,28 @@ fn ensure_base() -> Result<(), String> {
         let _ = std::fs::remove_dir_all(&p);
         let _ = std::fs::create_dir_all(&p);
     }
-    let tar = Command::new("tar")
+    let mut tar = Command::new("tar")
         .arg("-C")
         .arg(&rootfs)
         .args(["-c", "."])
         .stdout(Stdio::piped())
         .spawn()
         .map_err(|e| format!("tar: {e}"))?;
+    let stdout = tar.stdout.take().ok_or("tar has no stdout")?;
     let import = Command::new("docker")
         .args(["import", "-c", "CMD [\"/bin/sh\"]", "-", BASE])
-        .stdin(tar.stdout.expect("tar's stdout"))
+        .stdin(stdout)
         .output()
         .map_err(|e| format!("docker import: {e}"))?;
+    let tarred = tar.wait().map_err(|e| format!("tar: {e}"))?;
     let _ = std::fs::remove_dir_all(&dir);
+    if !tarred.success() {
+        // A truncated root file system must not be cached as the base for good.
+        let _ = Command::new("docker").args(["rmi", "-f", BASE]).output();
+        return Err(format!(
+            "tar of the base's root file system failed: {tarred}"
+        ));
+    }
     if !import.status.success() {
         return Err(format!(
             "docker import: {}",

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crate::docker::docker;
 use crate::load::{Load, Report};
 use crate::support::wait_for;
-use crate::{TwoBackends, healthy, skip, wait_served};
+use crate::{TwoBackends, healthy, one_at_a_time, skip, wait_served};
 
 #[derive(Clone, Copy, Debug)]
 enum Fault {
@@ -78,6 +78,7 @@ fn stopped_backend_container_is_marked_down_and_back_with_no_failed_request() {
     if skip() {
         return;
     }
+    let _alone = one_at_a_time();
     assert_no_failure(&fault_and_recover(Fault::Stop), "a stopped backend");
 }
 
@@ -86,6 +87,7 @@ fn paused_backend_container_is_marked_down_by_timeout_and_traffic_moves_on() {
     if skip() {
         return;
     }
+    let _alone = one_at_a_time();
     assert_no_failure(&fault_and_recover(Fault::Pause), "a paused backend");
 }
 
@@ -94,6 +96,7 @@ fn disconnected_backend_container_is_marked_down_and_back() {
     if skip() {
         return;
     }
+    let _alone = one_at_a_time();
     assert_no_failure(
         &fault_and_recover(Fault::Disconnect),
         "a disconnected backend",

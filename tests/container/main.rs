@@ -23,6 +23,14 @@ use docker::{ConfigDir, Container, Network, backend, docker, image, unique};
 use load::{Load, count_backends, get};
 use support::wait_for;
 
+/// One scenario at a time: each runs several containers and a steady load, and on a 2-core
+/// machine two at once would starve the health checks whose timing they observe.
+pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// True where the tests must not run (no engine); said on stderr so a skip is never silent.
 pub fn skip() -> bool {
     let skip = std::env::var_os("FULCRUM_SKIP_CONTAINER_TESTS").is_some();
@@ -65,7 +73,7 @@ retries = 1
 check = "http"
 path = "/healthz"
 interval = "300ms"
-timeout = "300ms"
+timeout = "1s"
 unhealthy_threshold = 2
 healthy_threshold = 1
 "#
@@ -162,6 +170,7 @@ fn image_runs_as_non_root_and_its_baked_in_config_serves_probes_and_an_app_conta
     if skip() {
         return;
     }
+    let _alone = one_at_a_time();
     let net = Network::create("baked");
     let f = Container::run(
         &unique("fulcrum"),
@@ -216,6 +225,7 @@ fn balances_by_weight_across_backend_containers_found_by_dns_name() {
     if skip() {
         return;
     }
+    let _alone = one_at_a_time();
     let s = TwoBackends::start("weights", 3, 1, "0s");
     let counts = count_backends(s.web, 200, "balancing across containers");
     let (n1, n2) = (counts.get(&s.b1.name), counts.get(&s.b2.name));
@@ -234,7 +244,8 @@ fn docker_stop_under_load_drains_with_no_failed_request() {
     if skip() {
         return;
     }
-    let s = TwoBackends::start("stop", 1, 1, "2s");
+    let _alone = one_at_a_time();
+    let s = TwoBackends::start("stop", 1, 1, "3s");
     let load = Load::start(s.web, 3, Duration::from_millis(10));
     wait_served(&load, &s.b1.name, Instant::now(), 10);
     let sigterm = Instant::now();
@@ -276,6 +287,7 @@ fn sighup_after_changing_the_mounted_config_applies_new_weights_with_no_failed_r
     if skip() {
         return;
     }
+    let _alone = one_at_a_time();
     let s = TwoBackends::start("reload", 1, 1, "0s");
     let load = Load::start(s.web, 3, Duration::from_millis(10));
     wait_served(&load, &s.b2.name, Instant::now(), 10);

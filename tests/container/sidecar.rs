@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::docker::{BASE, ConfigDir, Container, Network, backend, docker, image, unique};
 use crate::load::{Load, Report};
-use crate::{skip, support, wait_ready, wait_served, wait_unready};
+use crate::{one_at_a_time, skip, support, wait_ready, wait_served, wait_unready};
 
 /// The manifest's durations are scaled by this for the test: 5s of `shutdown_delay` and 10s
 /// of preStop become 2s and 4s.
@@ -138,6 +138,7 @@ fn sidecar_with_the_applications_pre_stop_survives_pod_deletion_with_no_failed_r
     if skip() {
         return;
     }
+    let _alone = one_at_a_time();
     let (report, deleted) = delete_pod_under_load("sidecar", true);
     assert!(
         report.failures().is_empty(),
@@ -157,6 +158,7 @@ fn sidecar_without_a_pre_stop_fails_requests_when_the_pod_is_deleted() {
     if skip() {
         return;
     }
+    let _alone = one_at_a_time();
     let (report, deleted) = delete_pod_under_load("noprestop", false);
     assert!(
         !report.failures().is_empty(),
