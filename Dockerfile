@@ -1,9 +1,12 @@
 # fulcrum's container image (README.md, "Container image"). Two ways to build one image:
 #
-#   From source (the default target; BuildKit, Docker 23+), a profile-guided release build:
+#   From source (the default target; BuildKit, Docker 23+), the profile-guided release build
+#   of scripts/pgo-build.sh:
 #     docker build -t fulcrum:0.1.0 .
-#   From a binary built on the host (as the release images of Traefik and Caddy copy theirs):
-#     cargo build --release && docker build --target prebuilt -t fulcrum:0.1.0 .
+#   From a binary built on the host (as the release images of Traefik and Caddy copy theirs),
+#   the same profile-guided build or a plain `cargo build --release`:
+#     scripts/pgo-build.sh && docker build --target prebuilt \
+#       --build-arg FULCRUM_BINARY=target/pgo/release/fulcrum -t fulcrum:0.1.0 .
 #
 # Run: docker run -p 8080:8080 -p 9901:9901 -v $PWD/my-conf:/etc/fulcrum:ro fulcrum:0.1.0
 #
@@ -51,18 +54,16 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 RUN mkdir -p src benches && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
     && echo 'fn main() {}' > benches/balance.rs && cargo fetch --locked
-COPY .cargo ./.cargo
 COPY src ./src
 COPY benches ./benches
 COPY examples/pgo_train.rs ./examples/pgo_train.rs
 COPY scripts ./scripts
-# The profile-guided build (README, Benchmark), trained here rather than from the committed
-# profile, which only matches the toolchain it was made with: instrumented build, about half
-# a minute of training load on 127.0.0.1 inside this stage, optimized build.
+# The profile-guided build (README, Benchmark): instrumented build, about half a minute of
+# training load on 127.0.0.1 inside this stage, optimized build.
 RUN rustup component add llvm-tools \
     && scripts/pgo-build.sh \
-    && strip target/release/fulcrum
+    && strip target/pgo/release/fulcrum
 
 # ---- source: the default target ---------------------------------------------------------
 FROM runtime AS source
-COPY --from=build /src/target/release/fulcrum /usr/local/bin/fulcrum
+COPY --from=build /src/target/pgo/release/fulcrum /usr/local/bin/fulcrum

@@ -6,7 +6,7 @@
 #       --fulcrum benches/fulcrum-with-admin.sh
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
-bin="${FULCRUM_REAL_BIN:-$here/target/release/fulcrum}"
+bin="${FULCRUM_REAL_BIN:-$here/target/pgo/release/fulcrum}"   # scripts/pgo-build.sh
 [ "${1:-}" = "-c" ] || exec "$bin" "$@"   # --version and the like go straight through
 conf=$(mktemp --suffix=.toml)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')

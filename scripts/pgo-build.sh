@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Refreshes the profile that release builds are guided by (pgo/fulcrum.profdata, applied by
-# scripts/rustc-pgo): build fulcrum instrumented, run the training load of
-# examples/pgo_train.rs through it (127.0.0.1 only, about half a minute), merge what it
-# recorded into the profile, then rebuild the release binary with it: target/release/fulcrum.
-# Run it after changes to the hot paths: functions changed since the profile was made get
-# no guidance until then (the build still works; rustc warns of each profile mismatch).
+# The release build we ship and benchmark: profile-guided. Builds fulcrum instrumented, runs
+# the training load of examples/pgo_train.rs through it (127.0.0.1 only, about half a minute),
+# merges what it recorded into a profile, and builds fulcrum again guided by it:
+#
+#   target/pgo/release/fulcrum
+#
+# The profile is made fresh by every run, from the sources and toolchain at hand, so it never
+# goes stale and nothing is committed. A plain `cargo build --release` is not guided (about
+# 10% more CPU per keep-alive request in the benchmark). The Dockerfile's from-source build
+# runs this script; `../shared/bench/compare --fulcrum target/pgo/release/fulcrum` measures it.
 #
 # It needs llvm-profdata of the toolchain's own LLVM: `rustup component add llvm-tools`.
 set -euo pipefail
@@ -18,24 +22,24 @@ if [ ! -x "$profdata" ]; then
     exit 1
 fi
 
-data=$PWD/target/pgo/data
+data=$PWD/target/pgo-gen/data
+profile=$PWD/target/pgo-gen/fulcrum.profdata
 rm -rf "$data"
 mkdir -p "$data"
 
 echo "1/3 instrumented build"
 RUSTFLAGS="-Cprofile-generate=$data" \
-    cargo build --release --locked --bin fulcrum --target-dir target/pgo/gen
+    cargo build --release --locked --bin fulcrum --target-dir target/pgo-gen
 # Build scripts ran instrumented too: only fulcrum's own runs may teach the profile.
 rm -f "$data"/*.profraw
 
 echo "2/3 training"
-cargo run --release --locked --example pgo_train -- target/pgo/gen/release/fulcrum
-mkdir -p pgo
-"$profdata" merge -o pgo/fulcrum.profdata "$data"
-rustc -V > pgo/rustc-version
+cargo run --release --locked --example pgo_train -- target/pgo-gen/release/fulcrum
+"$profdata" merge -o "$profile" "$data"
 
 echo "3/3 optimized build"
-# cargo does not see the profile change: rebuild every crate of the release profile.
-cargo clean --release
-cargo build --release --locked --bin fulcrum
-echo "built target/release/fulcrum with the new pgo/fulcrum.profdata"
+# cargo does not see a new profile as a change: build every crate again.
+rm -rf target/pgo/release
+RUSTFLAGS="-Cprofile-use=$profile" \
+    cargo build --release --locked --bin fulcrum --target-dir target/pgo
+echo "built target/pgo/release/fulcrum"

@@ -14,7 +14,8 @@
 //! - `health`: threshold counting, probes and the per-backend checker tasks.
 //! - `listener`: accept loops with a connection limit and accept backoff, TLS handshakes.
 //! - `tls`: rustls for listeners (SNI certificate choice) and for TLS backends.
-//! - `proxy`: dial with failover (`mod`), layer 4 (`tcp`), layer 7 (`http`).
+//! - `proxy`: dial with failover (`mod`), layer 4 (`tcp`), layer 7 (`http`), what a message
+//!   must look like to pass (`message`).
 //! - `proxy_protocol`: the PROXY protocol header, read from clients and sent to backends.
 //! - `server`: wiring, the control loop, the drain on shutdown.
 //! - `resolve`: backends given by host name, one per address, re-resolved every
@@ -23,7 +24,6 @@
 //! - `watch`: `watch_config`: the same reload when the file changes.
 //! - `admin`: the admin listener: health and readiness probes, `/metrics`, `/status`, `/`.
 //! - `metrics`, `logging`, `summary`: what the process tells the operator.
-//! - `alloc`: the global allocator, with a per-thread cache of per-connection buffers.
 //! - `fuzzing` (hidden): the in-memory HTTP path that `fuzz/` and the property tests drive.
 
 #![cfg_attr(
@@ -38,7 +38,6 @@
 )]
 
 pub mod admin;
-pub mod alloc;
 pub mod balance;
 pub mod config;
 #[doc(hidden)]

@@ -66,12 +66,6 @@ fn run(config: Config) -> ExitCode {
             b
         }
     };
-    // Runtime threads keep freed per-connection blocks for reuse (`fulcrum::alloc`);
-    // `block_on` makes this thread the one worker of the current-thread scheduler.
-    fulcrum::alloc::enable();
-    builder
-        .on_thread_start(fulcrum::alloc::enable)
-        .on_thread_stop(fulcrum::alloc::disable);
     let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -86,7 +80,6 @@ fn run(config: Config) -> ExitCode {
     });
     // Connections cut off at the drain deadline may still hold tasks: do not wait for them.
     runtime.shutdown_background();
-    fulcrum::alloc::disable();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -149,5 +142,8 @@ fn raise_fd_limit() {
     }
 }
 
+/// jemalloc, chosen over glibc's allocator and mimalloc by the benchmark (README,
+/// "Benchmark"): glibc's per-thread cache overflows under many short connections, and
+/// mimalloc keeps half as much memory again per idle connection.
 #[global_allocator]
-static ALLOCATOR: fulcrum::alloc::Allocator = fulcrum::alloc::Allocator;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
