@@ -31,7 +31,7 @@ use crate::upstream::Snapshot;
 /// The client address fulcrum sees (TEST-NET-1, RFC 5737).
 pub const CLIENT: &str = "192.0.2.1:40000";
 
-/// The header the backend answers with when a forwarded request breaks a rule of SPEC.md.
+/// The header the backend answers with when a forwarded request breaks a rule of `violation` below.
 pub const VIOLATION: &str = "x-fuzz-violation";
 
 /// A hop-by-hop header the backend sends (named by its `Connection`): must never reach the
@@ -126,7 +126,7 @@ fn check(input: &[u8], out: &[u8]) -> Result<(), String> {
     if let Some(at) = find(&lower, VIOLATION.as_bytes()) {
         let line = out[at..].split(|&b| b == b'\r').next().unwrap_or_default();
         return Err(format!(
-            "backend got a request that breaks SPEC.md: {}",
+            "backend got a request that breaks a forwarding rule: {}",
             String::from_utf8_lossy(line)
         ));
     }
@@ -226,7 +226,7 @@ async fn backend(mut req: Request<Incoming>) -> Result<Response<Full<Bytes>>, In
     Ok(resp)
 }
 
-/// The first rule of SPEC.md "HTTP" that a forwarded request breaks, if any.
+/// The first forwarding rule (what a backend may receive) that a request breaks, if any.
 fn violation(req: &Request<Incoming>) -> Option<&'static str> {
     let h = req.headers();
     if req.uri().scheme().is_some() || req.uri().authority().is_some() {

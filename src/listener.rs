@@ -263,7 +263,7 @@ async fn accept_loop(
         shared.connections.spawn(async move {
             tokio::select! {
                 () = handle(stream, peer, &name, &shared2, &graceful) => {}
-                () = crate::proxy::io::cancelled(&kill) => {}
+                () = crate::proxy::cancelled::cancelled(&kill) => {}
             }
             active.fetch_sub(1, Ordering::Relaxed);
             drop(slot);

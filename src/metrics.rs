@@ -305,9 +305,9 @@ pub fn refresh(snapshot: &Snapshot, active: &HashMap<String, Arc<AtomicU64>>) {
                 .set(if b.is_healthy() { 1.0 } else { 0.0 });
             gauge!(BACKEND_IN_FLIGHT, "upstream" => up.clone(), "backend" => addr.clone())
                 .set(b.in_flight.load(Ordering::Relaxed) as f64);
-            for kind in ["connect", "timeout", "reset"] {
+            for kind in crate::proxy::failure::Failure::ALL {
                 counter!(BACKEND_FAILURES_TOTAL, "upstream" => up.clone(),
-                    "backend" => addr.clone(), "kind" => kind)
+                    "backend" => addr.clone(), "kind" => kind.as_str())
                 .increment(0);
             }
             for result in ["pass", "fail"] {

@@ -11,7 +11,7 @@
 //!
 //! # Labels
 //! A name that resolves to one address keeps the address as written (`app.internal:3000`),
-//! as SPEC.md has it for the `backend` label. A name with several addresses gives one
+//! as the `backend` metric label has it. A name with several addresses gives one
 //! backend per address, labelled `WRITTEN/IP:PORT` (`app.internal:3000/10.0.0.5:3000`,
 //! `app.internal:3000/[fd00::5]:3000`): unique, no spaces (log lines stay `key=value`), and
 //! it starts with the address as written, so a search for it finds them all.

@@ -134,7 +134,7 @@ pub async fn run(config: Config, mut control: mpsc::Receiver<Control>) -> Result
                 source,
             }
         })?;
-        tracing::info!(listener = %l.name, bind = %l.bind, protocol = ?l.protocol, "listening");
+        tracing::info!(listener = %l.name, bind = %l.bind, protocol = l.protocol.as_str(), "listening");
         running.insert(l.name.clone(), r);
     }
     shared.publish_active(&running);
@@ -173,8 +173,8 @@ pub async fn run(config: Config, mut control: mpsc::Receiver<Control>) -> Result
     Ok(())
 }
 
-/// The shutdown sequence of SPEC.md: not ready at once, keep serving for `shutdown_delay`,
-/// stop accepting, let open work finish within `shutdown_timeout`.
+/// The shutdown sequence (README, "Operations"): not ready at once, keep serving for
+/// `shutdown_delay`, stop accepting, let open work finish within `shutdown_timeout`.
 async fn drain(shared: &Shared, running: HashMap<String, Running>) {
     let runtime = shared.state.load().config.runtime.clone();
     shared

@@ -28,10 +28,10 @@ pub fn render(config: &Config) -> String {
             .collect();
         let _ = writeln!(
             s,
-            "upstream {:?} {:?}, health {:?}: {}",
+            "upstream {:?} {}, health {}: {}",
             u.name,
-            u.balance,
-            u.health.check,
+            u.balance.as_str(),
+            u.health.check.as_str(),
             backends.join(", ")
         );
     }

@@ -414,9 +414,9 @@ pub fn build_all(
 }
 
 impl Upstream {
-    /// A live connection or response to backend `index` failed (`kind`: connect, timeout,
-    /// reset, or an http 502/503/504 from the backend). Enough in a row mark it down; a
-    /// failed trial keeps it down for another `interval`.
+    /// A live connection or response to backend `index` failed (`kind`: the label of
+    /// `proxy::failure::Failure`). Enough in a row mark it down; a failed trial keeps it
+    /// down for another `interval`. Called by `proxy::failure::fail` only.
     pub fn record_failure(&self, index: usize, kind: &'static str) {
         let Some(b) = self.backends.get(index) else {
             return;

@@ -151,7 +151,7 @@ async fn metrics_list_every_family_with_its_labels() {
             let got: BTreeSet<&str> = s.labels.keys().map(String::as_str).collect();
             assert_eq!(
                 got, want,
-                "{family} must have exactly the labels of SPEC.md"
+                "{family} must have exactly its documented labels"
             );
         }
     }

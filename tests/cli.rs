@@ -21,6 +21,10 @@ fn check_accepts_the_example_config_with_a_summary() {
         stdout.contains("listener \"web\""),
         "the summary lists listeners: {stdout}"
     );
+    assert!(
+        stdout.contains("upstream \"app\" round_robin, health tcp:"),
+        "the summary spells settings as the file does: {stdout}"
+    );
 }
 
 #[test]

@@ -295,7 +295,7 @@ async fn a_bodiless_get_that_times_out_is_retried_elsewhere() {
     let live = http_backend("live").await;
     let (_f, addr) = start(
         &[silent().await, live.addr],
-        "response_timeout = \"300ms\"",
+        "response_timeout = \"1s\"",
         "",
     )
     .await;
@@ -311,11 +311,23 @@ async fn a_bodiless_get_that_times_out_is_retried_elsewhere() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_that_times_out_on_every_backend_is_504() {
+    let (_f, addr) = start(
+        &[silent().await, silent().await],
+        "response_timeout = \"200ms\"",
+        "",
+    )
+    .await;
+    let r = get(addr, "/").await;
+    assert_eq!(r.status, 504, "the last failure was a response timeout");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_post_that_times_out_is_504_not_retried() {
     let live = http_backend("live").await;
     let (_f, addr) = start(
         &[silent().await, live.addr],
-        "response_timeout = \"300ms\"",
+        "response_timeout = \"1s\"",
         "",
     )
     .await;
@@ -742,9 +754,20 @@ async fn an_idle_keep_alive_client_outlives_header_read() {
     .await;
     let mut c = Client::connect(addr).await;
     assert_eq!(c.request("GET", "/", b"").await.status, 200);
-    // Idle between requests is `idle`'s business, not `header_read`'s: let four header_read
-    // windows pass with nothing sent, then use the same connection.
-    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    // Idle between requests is `idle`'s business, not `header_read`'s. Three times, a client
+    // that sends half a head is cut off by header_read: that many windows passed with nothing
+    // sent on the idle connection, which must still serve.
+    for _ in 0..3 {
+        let mut slow = TcpStream::connect(addr).await.expect("connect");
+        slow.write_all(b"GET / HTTP/1.1\r\nHost")
+            .await
+            .expect("write half a head");
+        let mut rest = Vec::new();
+        tokio::time::timeout(support::DEADLINE, slow.read_to_end(&mut rest))
+            .await
+            .expect("header_read closes a half head")
+            .ok();
+    }
     let again = c.try_request("GET", "/", b"").await;
     assert!(
         matches!(again, Ok(ref r) if r.status == 200),

@@ -1,6 +1,6 @@
 //! The properties that the fuzz targets in `fuzz/` check, run with the normal suite: whatever
 //! a client sends, fulcrum answers in HTTP or closes the connection, promptly, without a
-//! panic, and forwards nothing that breaks SPEC.md "HTTP" (`fulcrum::fuzzing` says how).
+//! panic, and forwards nothing that breaks a forwarding rule (`fulcrum::fuzzing` says how).
 //! Arbitrary text through `Config::from_toml` is covered in `tests/config.rs`.
 
 use fulcrum::fuzzing::HttpHead;

@@ -1,4 +1,4 @@
-//! Request integrity (SPEC.md "HTTP"): a request body reaches the backend byte for byte
+//! Request integrity: a request body reaches the backend byte for byte
 //! whatever its method and framing, pipelined or not, over HTTP/1.1 and HTTP/2, or the
 //! request is refused; only origin, absolute and OPTIONS `*` targets and valid `Host` values
 //! pass. Raw sockets on the client side; behind fulcrum a real hyper backend that hashes
@@ -98,7 +98,12 @@ async fn http2_bodies_arrive_with_and_without_a_length() {
     let (_f, addr) = start(echo_backend().await);
     let mut cases = Vec::new();
     for method in ["GET", "DELETE", "PURGE", "POST"] {
-        for framing in [Framing::Length, Framing::Chunked, Framing::ChunkedTrailer] {
+        for framing in [
+            Framing::Length,
+            Framing::Chunked,
+            Framing::ChunkedTrailer,
+            Framing::LengthTrailer,
+        ] {
             cases.push(Case {
                 method,
                 framing,
@@ -180,6 +185,23 @@ async fn options_asterisk_is_forwarded_as_asterisk() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absolute_target_goes_out_in_origin_form_with_its_host() {
+    let (_f, addr) = start(echo_backend().await);
+    for (line, target) in [
+        ("GET http://a.example/x?y=1 HTTP/1.1", "/x?y=1"),
+        ("GET http://a.example?y=1 HTTP/1.1", "/?y=1"),
+        ("GET http://a.example HTTP/1.1", "/"),
+    ] {
+        let request = format!("{line}\r\nHost: ignored.example\r\n\r\n");
+        let reply = wire::exchange(addr, request.as_bytes(), &["GET"]).await;
+        let answer = reply.first().expect("an answer");
+        assert_eq!(answer.status, 200, "{line}");
+        assert_eq!(answer.header("x-target"), Some(target), "{line}");
+        assert_eq!(answer.header("x-host"), Some("a.example"), "{line}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_that_is_not_host_and_port_is_400() {
     let (backend, seen) = recorder().await;
     let (_f, addr) = start(backend);
@@ -197,6 +219,21 @@ async fn a_host_that_is_not_host_and_port_is_400() {
     assert!(
         seen.lock().expect("lock").is_empty(),
         "a request with an invalid Host never reaches the backend"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http11_request_without_host_is_400() {
+    let (_f, addr) = start(echo_backend().await);
+    let reply = raw(addr, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").await;
+    assert!(
+        reply.starts_with("HTTP/1.1 400") && reply.ends_with("400 Bad Request\n"),
+        "fulcrum refuses an HTTP/1.1 request without Host itself: {reply:?}"
+    );
+    let reply = raw(addr, b"GET / HTTP/1.0\r\n\r\n").await;
+    assert!(
+        reply.starts_with("HTTP/1.1 200") || reply.starts_with("HTTP/1.0 200"),
+        "HTTP/1.0 needs no Host: {reply:?}"
     );
 }
 
@@ -225,6 +262,7 @@ fn connection() -> impl Strategy<Value = (bool, Vec<Case>)> {
         Framing::Length,
         Framing::Chunked,
         Framing::ChunkedTrailer,
+        Framing::LengthTrailer,
     ]);
     let size = prop_oneof![0..=64usize, 0..=70_000usize, 0..=(1usize << 20)];
     let case = (method, framing, size, 1..=100_000usize, any::<u8>()).prop_map(

@@ -1,4 +1,4 @@
-//! Backend responses whose framing is broken or ambiguous (SPEC.md "HTTP"): never passed on
+//! Backend responses whose framing is broken or ambiguous: never passed on
 //! as if whole. 502 while nothing was sent to the client, a closed client connection after;
 //! the backend connection is not reused, and the failure counts as kind `protocol` in the
 //! metrics and in passive health.

@@ -1,5 +1,5 @@
 //! Any bytes as one HTTP client connection through fulcrum's real serving path (see
-//! `fulcrum::fuzzing`): a panic, a hang, an answer that is not HTTP or a rule of SPEC.md
+//! `fulcrum::fuzzing`): a panic, a hang, an answer that is not HTTP or a forwarding rule
 //! broken on the way to the backend is a bug.
 #![no_main]
 

@@ -1,11 +1,10 @@
-//! `/status`: the live state as JSON, in the shape SPEC.md fixes. Built from one snapshot
-//! load, so a reload mid-request cannot mix two configurations.
+//! `/status`: the live state as JSON, the shape the status page and monitoring read. Built
+//! from one snapshot load, so a reload mid-request cannot mix two configurations.
 
 use std::sync::atomic::Ordering;
 
 use serde::Serialize;
 
-use crate::config::{Balance, Protocol};
 use crate::server::Shared;
 
 #[derive(Debug, Serialize)]
@@ -61,10 +60,7 @@ pub fn build(shared: &Shared) -> Status {
         .map(|l| ListenerInfo {
             name: l.name.clone(),
             bind: l.bind.to_string(),
-            protocol: match l.protocol {
-                Protocol::Tcp => "tcp",
-                Protocol::Http => "http",
-            },
+            protocol: l.protocol.as_str(),
             active_connections: active.get(&l.name).map_or(0, |a| a.load(Ordering::Relaxed)),
         })
         .collect();
@@ -74,10 +70,7 @@ pub fn build(shared: &Shared) -> Status {
         .filter_map(|u| snapshot.upstreams.get(&u.name))
         .map(|u| UpstreamInfo {
             name: u.name.to_string(),
-            balance: match u.conf.balance {
-                Balance::RoundRobin => "round_robin",
-                Balance::LeastLoad => "least_load",
-            },
+            balance: u.conf.balance.as_str(),
             backends: u
                 .backends
                 .iter()

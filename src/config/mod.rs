@@ -1,5 +1,6 @@
-//! Configuration: the TOML file of SPEC.md, parsed and then validated once into the types
-//! below, which cannot be wrong. The proxy path never re-checks anything here.
+//! Configuration: the TOML file (`conf/fulcrum.toml` documents every key), parsed and then
+//! validated once into the types below, which cannot be wrong. The proxy path never re-checks
+//! anything here.
 //!
 //! `raw.rs` holds the serde shapes of the file (`deny_unknown_fields`, spans kept where a
 //! later check needs a location); `validate.rs` turns them into these types; `pem.rs` loads
@@ -99,6 +100,16 @@ pub enum Protocol {
     Http,
 }
 
+impl Protocol {
+    /// As the file spells it: for logs, `check` and `/status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Http => "http",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListenerTimeouts {
     /// http: the request head must be complete within this time; any listener: the PROXY
@@ -166,6 +177,16 @@ pub enum Balance {
     LeastLoad,
 }
 
+impl Balance {
+    /// As the file spells it: for logs, `check` and `/status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Balance::RoundRobin => "round_robin",
+            Balance::LeastLoad => "least_load",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct BackendConf {
     /// As written in the file: the `backend` metric label and the name in logs.
@@ -214,6 +235,17 @@ pub enum Check {
     Tcp,
     Http,
     None,
+}
+
+impl Check {
+    /// As the file spells it: for logs and `check`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Check::Tcp => "tcp",
+            Check::Http => "http",
+            Check::None => "none",
+        }
+    }
 }
 
 impl Config {

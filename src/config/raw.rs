@@ -1,4 +1,4 @@
-//! The serde shapes of the file, one struct per TOML table of SPEC.md, and the defaults of
+//! The serde shapes of the file, one struct per TOML table of the file, and the defaults of
 //! every key as named consts.
 //!
 //! Nothing here judges a value: enums, durations and addresses stay text, numbers stay `i64`,

@@ -1,4 +1,4 @@
-//! Raw shapes to validated types: every rule of SPEC.md checked once, each failure located
+//! Raw shapes to validated types: every rule of the file checked once, each failure located
 //! at the value it rejects and worded as `listener "web": what is wrong (the fix)`.
 
 use super::addr::{binds_conflict, parse_backend_addr};

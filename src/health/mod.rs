@@ -16,7 +16,7 @@ pub use checker::{Checkers, Probe};
 pub use probe::{Target, probe};
 pub use tracker::Tracker;
 
-/// Slow start begins at 10% of a backend's weight (SPEC.md), in permille.
+/// Slow start begins at 10% of a backend's weight (`slow_start` in conf/fulcrum.toml), in permille.
 pub const SLOW_START_FLOOR: u32 = 100;
 
 #[cfg(test)]

@@ -261,3 +261,112 @@ impl AsyncWrite for Accepted {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const DEADLINE: Duration = Duration::from_secs(20);
+
+    /// A listener on 127.0.0.1, a client connected to it, and the accepted socket.
+    async fn pair() -> (Accepted, TcpStream) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.set_nonblocking(true).expect("nonblocking");
+        let addr = l.local_addr().expect("addr");
+        let listener = register(l).expect("register");
+        let client = TcpStream::connect(addr).await.expect("connect");
+        let (accepted, _) = accept(&listener).await.expect("accept");
+        (accepted, client)
+    }
+
+    fn joined(a: &Accepted) -> bool {
+        matches!(a.state, State::Joined(_))
+    }
+
+    /// Waits until the client's bytes are in the accepted socket.
+    async fn wait_readable(a: &Accepted) {
+        let raw = a.raw().expect("still raw");
+        let mut probe = [0u8; 1];
+        tokio::time::timeout(DEADLINE, async {
+            while !matches!(raw.peek(&mut probe), Ok(1..)) {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the client's bytes arrive");
+    }
+
+    #[tokio::test]
+    async fn a_read_that_finds_data_does_not_join_the_event_loop() {
+        let (mut a, mut client) = pair().await;
+        client.write_all(b"GET").await.expect("write");
+        wait_readable(&a).await;
+        let mut buf = [0u8; 3];
+        a.read_exact(&mut buf).await.expect("read");
+        assert_eq!(&buf, b"GET");
+        assert!(!joined(&a), "a read that need not wait stays off epoll");
+    }
+
+    #[tokio::test]
+    async fn a_read_that_must_wait_joins_and_completes() {
+        let (mut a, mut client) = pair().await;
+        let read = tokio::spawn(async move {
+            let mut buf = [0u8; 2];
+            a.read_exact(&mut buf).await.expect("read");
+            (a, buf)
+        });
+        tokio::task::yield_now().await;
+        client.write_all(b"hi").await.expect("write");
+        let (a, buf) = tokio::time::timeout(DEADLINE, read)
+            .await
+            .expect("the read completes once bytes arrive")
+            .expect("task");
+        assert_eq!(&buf, b"hi");
+        assert!(joined(&a), "a read that had to wait joined the event loop");
+    }
+
+    #[tokio::test]
+    async fn nagle_goes_off_before_the_second_write() {
+        let (mut a, _client) = pair().await;
+        let nodelay = |a: &Accepted| a.raw().expect("raw").nodelay().expect("nodelay");
+        a.write_all(b"one").await.expect("first write");
+        assert!(!nodelay(&a), "the first write needs no setsockopt");
+        a.write_all(b"two").await.expect("second write");
+        assert!(nodelay(&a), "TCP_NODELAY is on from the second write");
+    }
+
+    #[tokio::test]
+    async fn a_shutdown_while_raw_is_sent_by_close() {
+        let (mut a, mut client) = pair().await;
+        a.write_all(b"bye").await.expect("write");
+        a.shutdown().await.expect("shutdown");
+        assert!(a.shutdown_pending, "the FIN is left to close(2)");
+        drop(a);
+        let mut got = Vec::new();
+        tokio::time::timeout(DEADLINE, client.read_to_end(&mut got))
+            .await
+            .expect("the client sees the end")
+            .expect("read");
+        assert_eq!(got, b"bye");
+    }
+
+    #[tokio::test]
+    async fn a_socket_used_again_after_its_shutdown_sends_the_fin_at_once() {
+        let (mut a, mut client) = pair().await;
+        a.shutdown().await.expect("shutdown");
+        client.write_all(b"x").await.expect("client writes");
+        wait_readable(&a).await;
+        let mut buf = [0u8; 1];
+        a.read_exact(&mut buf).await.expect("read");
+        // `a` is still open: the client's end-of-stream comes from the real shutdown.
+        let mut got = Vec::new();
+        tokio::time::timeout(DEADLINE, client.read_to_end(&mut got))
+            .await
+            .expect("the client sees the end while the socket is open")
+            .expect("read");
+        assert!(got.is_empty());
+        drop(a);
+    }
+}

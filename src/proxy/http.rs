@@ -20,15 +20,16 @@ use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::io::{Activity, Expired, InProgress, Metered};
+use super::activity::{Activity, Expired, InProgress, Metered};
+use super::failure::{ConnectError, Failure, fail, fail_connect};
+use super::message;
 use super::pool::{self, ReqBody, Sender};
-use super::{fail, message};
 use crate::config::ProxyProtocol;
 use crate::proxy_protocol::{Addresses, Prefixed};
 use crate::server::Shared;
 use crate::upstream::{Backend, Lease, Upstream};
 
-/// Largest request head accepted (431 beyond), as SPEC.md says; nginx's large buffers are
+/// Largest request head accepted (431 beyond); nginx's large buffers are
 /// 4 x 8 KiB, HAProxy's bufsize 16 KiB: 64 KiB is generous without inviting abuse.
 pub const MAX_HEAD: usize = 64 * 1024;
 /// Most header fields in a request head (431 beyond): HAProxy's default is 101.
@@ -167,7 +168,7 @@ pub async fn serve<I>(
     let sniffed = tokio::select! {
         biased;
         r = sniff(&mut io) => r,
-        () = super::io::cancelled(&graceful) => return,
+        () = super::cancelled::cancelled(&graceful) => return,
         _ = watch.as_mut() => return,
     };
     let Ok((first, h2)) = sniffed else {
@@ -285,7 +286,7 @@ async fn drive<C: Future>(
         // In this order: `watch` must see what the connection's poll just did.
         biased;
         _ = conn.as_mut() => {}
-        () = super::io::cancelled(graceful) => {
+        () = super::cancelled::cancelled(graceful) => {
             graceful_shutdown(conn.as_mut());
             let _ = conn.await;
         }
@@ -369,11 +370,11 @@ struct Forwarded {
 enum Sent {
     Response(Response<Incoming>),
     /// The request never left (no usable connection): safe to send elsewhere, any method.
-    Unsent(Request<ReqBody>, &'static str),
+    Unsent(Request<ReqBody>, ConnectError),
     Failed(hyper::Error),
 }
 
-/// Sends the request to a backend, failing over as SPEC.md allows. The error is the status
+/// Sends the request to a backend, failing over where it is safe. The error is the status
 /// fulcrum answers itself: all error-to-status mapping is here.
 async fn forward(
     mut req: Request<Incoming>,
@@ -401,15 +402,18 @@ async fn forward(
     let key = pool_key(upstream, &conn.addrs);
     let mut tried = super::Tried::default();
     let mut last: Option<Arc<Backend>> = None;
+    // What fulcrum answers when no backend is left to try: 504 after a response timeout.
+    let mut gave_up = StatusCode::BAD_GATEWAY;
     loop {
         let Some(lease) = upstream.pick(tried.as_slice()) else {
             return Err(if tried.is_empty() {
                 (StatusCode::SERVICE_UNAVAILABLE, None)
             } else {
-                (StatusCode::BAD_GATEWAY, last)
+                (gave_up, last)
             });
         };
         last = Some(Arc::clone(&lease.backend));
+        gave_up = StatusCode::BAD_GATEWAY;
         if !tried.is_empty() {
             crate::metrics::failover(&upstream.name);
         }
@@ -426,9 +430,9 @@ async fn forward(
             Some(s) => s,
             None => match connect(&lease, upstream, &conn.addrs).await {
                 Ok(s) => s,
-                Err(kind) => {
-                    fail(upstream, &lease, kind);
-                    if last_try || kind == super::LOCAL {
+                Err(e) => {
+                    fail_connect(upstream, &lease, e);
+                    if last_try || e == ConnectError::Local {
                         return Err((StatusCode::BAD_GATEWAY, last));
                     }
                     continue;
@@ -446,28 +450,28 @@ async fn forward(
                 // bodiless idempotent request goes to another backend (nginx's
                 // `proxy_next_upstream timeout`); a backend that went silent (a paused
                 // container, a cut network) then costs its clients a delay, not an error.
-                fail(upstream, &lease, "timeout");
+                fail(upstream, &lease, Failure::Timeout);
+                gave_up = StatusCode::GATEWAY_TIMEOUT;
                 match (&replay, last_try) {
                     (Some(head), false) => outgoing = rebuild(head),
                     _ => return Err((StatusCode::GATEWAY_TIMEOUT, last)),
                 }
             }
-            Ok(Sent::Unsent(req, kind)) => {
-                fail(upstream, &lease, kind);
-                if last_try || kind == super::LOCAL {
+            Ok(Sent::Unsent(req, e)) => {
+                fail_connect(upstream, &lease, e);
+                if last_try || e == ConnectError::Local {
                     return Err((StatusCode::BAD_GATEWAY, last));
                 }
                 outgoing = req;
             }
             Ok(Sent::Response(resp)) if !message::response_framing_is_clear(resp.headers()) => {
                 // Dropped with its connection unread: the connection is never reused.
-                fail(upstream, &lease, "protocol");
-                tracing::debug!(upstream = %upstream.name, backend = %backend.addr, "backend response framing is ambiguous");
+                fail(upstream, &lease, Failure::Protocol);
                 return Err((StatusCode::BAD_GATEWAY, last));
             }
             Ok(Sent::Response(mut resp)) => {
                 if matches!(resp.status().as_u16(), 502..=504) {
-                    upstream.record_failure(lease.index, "status");
+                    fail(upstream, &lease, Failure::Status);
                 } else {
                     upstream.record_success(lease.index);
                 }
@@ -505,12 +509,12 @@ async fn forward(
             Ok(Sent::Failed(e)) if e.is_parse() || e.is_parse_status() => {
                 // Response bytes came, but not a response fulcrum can pass on: the backend
                 // answered, so the request is not sent again.
-                fail(upstream, &lease, "protocol");
                 tracing::debug!(upstream = %upstream.name, backend = %backend.addr, error = %e, "backend response unreadable");
+                fail(upstream, &lease, Failure::Protocol);
                 return Err((StatusCode::BAD_GATEWAY, last));
             }
             Ok(Sent::Failed(e)) => {
-                fail(upstream, &lease, "reset");
+                fail(upstream, &lease, Failure::Reset);
                 tracing::debug!(upstream = %upstream.name, backend = %backend.addr, error = %e, "backend exchange failed");
                 match (&replay, last_try) {
                     (Some(head), false) => outgoing = rebuild(head),
@@ -536,18 +540,18 @@ async fn send(
         Ok(resp) => return Sent::Response(resp),
         Err(mut e) => match e.take_message() {
             Some(req) if reused => req,
-            Some(req) => return Sent::Unsent(req, "connect"),
+            Some(req) => return Sent::Unsent(req, ConnectError::Backend(Failure::Connect)),
             None => return Sent::Failed(e.into_error()),
         },
     };
     *sender = match connect(lease, upstream, addrs).await {
         Ok(s) => s,
-        Err(kind) => return Sent::Unsent(req, kind),
+        Err(e) => return Sent::Unsent(req, e),
     };
     match sender.try_send_request(req).await {
         Ok(resp) => Sent::Response(resp),
         Err(mut e) => match e.take_message() {
-            Some(req) => Sent::Unsent(req, "connect"),
+            Some(req) => Sent::Unsent(req, ConnectError::Backend(Failure::Connect)),
             None => Sent::Failed(e.into_error()),
         },
     }
@@ -568,13 +572,13 @@ async fn connect(
     lease: &Lease,
     upstream: &Upstream,
     addrs: &Addresses,
-) -> Result<Sender, &'static str> {
+) -> Result<Sender, ConnectError> {
     let handshake = match super::connect(&lease.backend, upstream, addrs).await? {
         // Each kind gets its own hyper connection type: plain TCP pays nothing for TLS.
         tokio_util::either::Either::Left(tcp) => pool::handshake(tcp).await,
         tokio_util::either::Either::Right(tls) => pool::handshake(tls).await,
     };
-    handshake.map_err(|_| "connect")
+    handshake.map_err(|_| ConnectError::Backend(Failure::Connect))
 }
 
 const HOP_COUNT: usize = 6;
@@ -684,6 +688,8 @@ struct Fields {
     cookies: usize,
     expect: bool,
     forwarded_for: bool,
+    /// `Trailer`: the body announces trailer fields.
+    trailer: bool,
     /// The fields' size as lines of a head: names, values and ": " and CRLF.
     size: usize,
 }
@@ -705,6 +711,8 @@ fn fields(headers: &HeaderMap) -> Fields {
             f.expect = true;
         } else if name == X_FORWARDED_FOR {
             f.forwarded_for = true;
+        } else if name == header::TRAILER {
+            f.trailer = true;
         }
     }
     f
@@ -752,6 +760,11 @@ fn prepare(
     {
         return Err(StatusCode::BAD_REQUEST);
     }
+    // An HTTP/1.1 request must name its host (RFC 9112 §3.2), as nginx and HAProxy require;
+    // the backend gets HTTP/1.1 whatever the client spoke, so HTTP/2 needs one too.
+    if f.hosts == 0 && parts.uri.authority().is_none() && parts.version >= Version::HTTP_11 {
+        return Err(StatusCode::BAD_REQUEST);
+    }
     let upgrade_to = upgrade
         .then(|| headers.get(header::UPGRADE).cloned())
         .flatten();
@@ -767,15 +780,18 @@ fn prepare(
         }
     }
     if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
-        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        parts.uri = Uri::try_from(path).map_err(|_| StatusCode::BAD_REQUEST)?;
+        parts.uri = message::origin_form(&parts.uri)?;
     }
     parts.version = Version::HTTP_11;
     strip_hop_by_hop(headers);
     // A body of unknown length (chunked, or HTTP/2 DATA without `Content-Length`) goes out
     // chunked, whatever the method: hyper's client sends a GET, HEAD or CONNECT of unknown
-    // length with no body at all unless the request says `chunked` itself.
-    if !f.content_length && !body.is_end_stream() && body.size_hint().exact().is_none() {
+    // length with no body at all unless the request says `chunked` itself. So does a body
+    // that announces trailers (HTTP/2 may send them after a `Content-Length` body): only
+    // chunked can carry them, and hyper sends those that `Trailer` names.
+    let unknown_length = !f.content_length && body.size_hint().exact().is_none();
+    if !body.is_end_stream() && (unknown_length || f.trailer) {
+        headers.remove(header::CONTENT_LENGTH);
         headers.insert(
             header::TRANSFER_ENCODING,
             HeaderValue::from_static("chunked"),
@@ -880,7 +896,7 @@ fn tunnel(
         tokio::select! {
             _ = tokio::io::copy_bidirectional(&mut c, &mut b) => {}
             () = activity.idle(idle) => {}
-            () = super::io::cancelled(&stop) => {}
+            () = super::cancelled::cancelled(&stop) => {}
         }
         drop(lease);
         crate::metrics::bytes(
@@ -975,18 +991,24 @@ impl Done {
 
 /// A response body's decoding error is `InvalidData` or `InvalidInput` from hyper's decoder
 /// (a bad chunk); anything else is the connection breaking off.
-fn body_failure_kind(e: &hyper::Error) -> &'static str {
+fn body_failure_kind(e: &hyper::Error) -> Failure {
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
             return match io.kind() {
-                std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput => "protocol",
-                _ => "reset",
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput => {
+                    Failure::Protocol
+                }
+                _ => Failure::Reset,
             };
         }
         source = s.source();
     }
-    if e.is_parse() { "protocol" } else { "reset" }
+    if e.is_parse() {
+        Failure::Protocol
+    } else {
+        Failure::Reset
+    }
 }
 
 /// The body of a response to the client.

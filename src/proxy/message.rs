@@ -8,23 +8,46 @@ use http::{Method, StatusCode, Uri};
 /// Checks the request target's form (RFC 9112 §3.2): origin form (`/path`) for every method,
 /// `*` only with `OPTIONS`, absolute form (`http://host/path`) with an http or https scheme.
 /// Authority form (`host:port`) is CONNECT's alone, which fulcrum refuses before this; a
-/// target without a leading `/` parses as one and is refused with it.
+/// target without a leading `/` parses as one and is refused with it. HTTP/2's `:scheme`,
+/// `:authority` and `:path` arrive as an absolute form, whose path obeys the same rule.
 pub fn check_target(method: &Method, uri: &Uri) -> Result<(), StatusCode> {
+    let path = uri.path_and_query().map_or("", |p| p.as_str());
     if let Some(scheme) = uri.scheme_str() {
         let known = scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https");
-        return match uri.authority() {
-            Some(a) if known && valid_host(a.as_str().as_bytes()) => Ok(()),
-            _ => Err(StatusCode::BAD_REQUEST),
+        let host_ok = uri
+            .authority()
+            .is_some_and(|a| valid_host(a.as_str().as_bytes()));
+        // An empty path or a bare query is how `http://host` and `http://host?q` parse.
+        let path_ok = path.is_empty() || path.starts_with(['/', '?']) || is_asterisk(method, path);
+        return if known && host_ok && path_ok {
+            Ok(())
+        } else {
+            Err(StatusCode::BAD_REQUEST)
         };
     }
     if uri.authority().is_some() {
         return Err(StatusCode::BAD_REQUEST);
     }
-    match uri.path_and_query().map(|p| p.as_str()) {
-        Some("*") if method == Method::OPTIONS => Ok(()),
-        Some(p) if p.starts_with('/') => Ok(()),
-        _ => Err(StatusCode::BAD_REQUEST),
+    if path.starts_with('/') || is_asterisk(method, path) {
+        Ok(())
+    } else {
+        Err(StatusCode::BAD_REQUEST)
     }
+}
+
+fn is_asterisk(method: &Method, path: &str) -> bool {
+    path == "*" && method == Method::OPTIONS
+}
+
+/// The origin form a checked target is forwarded in (RFC 9112 §3.2.2): the path and query
+/// with a leading `/` (or HTTP/2's `*` of an `OPTIONS`).
+pub fn origin_form(uri: &Uri) -> Result<Uri, StatusCode> {
+    let origin = match uri.path_and_query().map_or("", |p| p.as_str()) {
+        "" => return Ok(Uri::from_static("/")),
+        p if p.starts_with('?') => format!("/{p}"),
+        p => p.to_owned(),
+    };
+    Uri::try_from(origin).map_err(|_| StatusCode::BAD_REQUEST)
 }
 
 /// True when `v` is a valid `Host` value (RFC 9110 §7.2): `uri-host [ ":" port ]`, where the
@@ -64,7 +87,14 @@ pub fn valid_host(v: &[u8]) -> bool {
             && h.iter()
                 .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b))
     });
-    let port_ok = port.is_none_or(|p| p.len() <= 5 && p.iter().all(u8::is_ascii_digit));
+    let port_ok = port.is_none_or(|p| {
+        p.len() <= 5
+            && p.iter().all(u8::is_ascii_digit)
+            && std::str::from_utf8(p)
+                .ok()
+                .and_then(|p| p.parse::<u32>().ok())
+                .is_none_or(|n| n <= 65_535)
+    });
     host_ok && port_ok
 }
 
@@ -127,6 +157,46 @@ mod tests {
         }
     }
 
+    /// What HTTP/2 makes of `:scheme http`, `:authority h` and a `:path`, as h2 builds it;
+    /// `None` where the http crate refuses the parts (h2 then resets the stream).
+    fn h2_target(path: &str) -> Option<Uri> {
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(http::uri::Scheme::HTTP);
+        parts.authority = Some(http::uri::Authority::from_static("h"));
+        parts.path_and_query = Some(path.parse().ok()?);
+        Uri::from_parts(parts).ok()
+    }
+
+    #[test]
+    fn an_http2_path_obeys_the_origin_form_rule() {
+        let check = |m: Method, p: &str| h2_target(p).map(|u| check_target(&m, &u));
+        assert_eq!(check(Method::GET, "/x"), Some(Ok(())));
+        assert_eq!(check(Method::OPTIONS, "*"), Some(Ok(())));
+        for p in ["*", "foo", "http://other/x", "example.com:80"] {
+            assert!(
+                matches!(
+                    check(Method::GET, p),
+                    None | Some(Err(StatusCode::BAD_REQUEST))
+                ),
+                "HTTP/2 :path {p:?} must be refused"
+            );
+        }
+    }
+
+    #[test]
+    fn absolute_forms_are_forwarded_in_origin_form() {
+        for (target, want) in [
+            ("http://h/a?b", "/a?b"),
+            ("http://h", "/"),
+            ("http://h?q=1", "/?q=1"),
+            ("/plain", "/plain"),
+        ] {
+            let uri: Uri = target.parse().expect("uri");
+            let origin = origin_form(&uri).map(|u| u.to_string());
+            assert_eq!(origin.as_deref(), Ok(want), "{target}");
+        }
+    }
+
     #[test]
     fn hosts_are_host_and_an_optional_port() {
         for ok in [
@@ -143,7 +213,7 @@ mod tests {
         }
         for bad in [
             "a/b", "a\\b", "a b", "a\tb", "a\x01b", "a:1:2", ":80", "a:80x", "u@h", "[::1",
-            "[::1]x", "[]", "a:123456",
+            "[::1]x", "[]", "a:123456", "a:65536",
         ] {
             assert!(!valid_host(bad.as_bytes()), "{bad:?} is not a valid Host");
         }

@@ -1,8 +1,11 @@
 //! The path shared by both protocols: pick a backend, connect within `connect_timeout`, and
 //! on refusal or timeout fail over to another healthy backend not yet tried.
 
+pub mod activity;
+pub mod cancelled;
+pub mod failure;
+pub mod gather;
 pub mod http;
-pub mod io;
 pub mod message;
 pub mod pool;
 pub mod tcp;
@@ -13,6 +16,7 @@ use tokio::time::timeout;
 use tokio_rustls::client::TlsStream;
 use tokio_util::either::Either;
 
+use self::failure::{ConnectError, Failure, fail_connect};
 use crate::proxy_protocol::Addresses;
 use crate::tls::CloseAsEof;
 use crate::upstream::{Backend, Lease, Upstream};
@@ -21,24 +25,9 @@ use crate::upstream::{Backend, Lease, Upstream};
 /// TLS session's state is kilobytes that plain connections should not carry.
 pub type BackendIo = Either<TcpStream, Box<CloseAsEof<TlsStream<TcpStream>>>>;
 
-/// The failure kind of a connect that failed for want of local resources (file descriptors,
-/// ephemeral ports, memory): not the backend's fault, so not counted against it, and not
-/// worth trying on another backend.
-pub const LOCAL: &str = "local";
-
 /// The backends a request or session has tried, in order. The usual few stay on the stack:
 /// a heap allocation per request for this list would be a measurable share of its cost.
 pub type Tried = smallvec::SmallVec<[usize; 4]>;
-
-/// Counts a failed connect or exchange against the lease's backend; a local shortage (no
-/// descriptors or ports) is not the backend's fault.
-pub fn fail(upstream: &Upstream, lease: &Lease, kind: &'static str) {
-    if kind == LOCAL {
-        return;
-    }
-    crate::metrics::backend_failure(&upstream.name, &lease.backend.addr, kind);
-    upstream.record_failure(lease.index, kind);
-}
 
 /// Why no backend connection could be had.
 #[derive(Debug)]
@@ -66,15 +55,12 @@ pub async fn dial(upstream: &Upstream, addrs: &Addresses) -> Result<(BackendIo, 
         tried.push(lease.index);
         match connect(&lease.backend, upstream, addrs).await {
             Ok(stream) => return Ok((stream, lease)),
-            Err(LOCAL) => {
-                tracing::warn!(upstream = %upstream.name, "connect failed for want of local resources");
+            Err(e) => {
+                fail_connect(upstream, &lease, e);
                 failed_any = true;
-                break;
-            }
-            Err(kind) => {
-                tracing::debug!(upstream = %upstream.name, backend = %lease.backend.addr, kind, "connect failed");
-                fail(upstream, &lease, kind);
-                failed_any = true;
+                if e == ConnectError::Local {
+                    break;
+                }
             }
         }
     }
@@ -93,7 +79,7 @@ pub async fn connect(
     backend: &Backend,
     upstream: &Upstream,
     addrs: &Addresses,
-) -> Result<BackendIo, &'static str> {
+) -> Result<BackendIo, ConnectError> {
     let attempt = async {
         let mut stream = TcpStream::connect(backend.dial)
             .await
@@ -105,7 +91,10 @@ pub async fn connect(
         if let Some(header) =
             crate::proxy_protocol::header(upstream.conf.send_proxy_protocol, addrs)
         {
-            stream.write_all(&header).await.map_err(|_| "connect")?;
+            stream
+                .write_all(&header)
+                .await
+                .map_err(|_| ConnectError::Backend(Failure::Connect))?;
         }
         if upstream.tls.is_none() {
             return Ok(Either::Left(stream));
@@ -114,21 +103,21 @@ pub async fn connect(
             Ok(tls) => Ok(Either::Right(Box::new(CloseAsEof(tls)))),
             Err(e) => {
                 tracing::debug!(upstream = %upstream.name, backend = %backend.addr, error = %e, "backend TLS handshake failed");
-                Err("connect")
+                Err(ConnectError::Backend(Failure::Connect))
             }
         }
     };
     timeout(upstream.conf.connect_timeout, attempt)
         .await
-        .unwrap_or(Err("timeout"))
+        .unwrap_or(Err(ConnectError::Backend(Failure::Timeout)))
 }
 
-/// `LOCAL` when the process or system ran out of something, else `connect`.
-fn connect_error_kind(e: &std::io::Error) -> &'static str {
+/// `Local` when the process or system ran out of something, else the backend's `Connect`.
+fn connect_error_kind(e: &std::io::Error) -> ConnectError {
     match e.raw_os_error() {
         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EADDRNOTAVAIL) => {
-            LOCAL
+            ConnectError::Local
         }
-        _ => "connect",
+        _ => ConnectError::Backend(Failure::Connect),
     }
 }

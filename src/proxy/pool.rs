@@ -149,7 +149,7 @@ where
 {
     let (sender, conn) = http1::Builder::new()
         .max_buf_size(super::http::MAX_HEAD + 16 * 1024)
-        .handshake(TokioIo::new(super::io::Gathered(stream)))
+        .handshake(TokioIo::new(super::gather::Gathered(stream)))
         .await?;
     tokio::spawn(async move {
         // Errors here surface on the request that was in progress, if any.

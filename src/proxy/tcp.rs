@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::DialError;
-use super::io::{Activity, Metered};
+use super::activity::{Activity, Metered};
 use crate::proxy_protocol::Addresses;
 use crate::upstream::Upstream;
 
@@ -77,7 +77,7 @@ where
     // Only the backend's own errors count against it, and only before it sent anything: a
     // client that resets, or a session that broke later, says nothing of its health.
     if b.failed && !answered {
-        super::fail(upstream, &lease, "reset");
+        super::failure::fail(upstream, &lease, super::failure::Failure::Reset);
     } else if end == End::Closed || answered {
         upstream.record_success(lease.index);
     }

@@ -34,6 +34,9 @@ pub enum Framing {
     Chunked,
     /// chunked with a trailer field `x-sum` (the body's sha256), announced by `Trailer`.
     ChunkedTrailer,
+    /// HTTP/2 only: `Content-Length`, DATA frames, then the `x-sum` trailer (HTTP/1.1 cannot
+    /// carry trailers after a length: it sends `ChunkedTrailer` instead).
+    LengthTrailer,
 }
 
 /// One request: its method, framing, body, and the size of its chunks (HTTP/2: DATA frames).
@@ -57,8 +60,8 @@ impl Case {
                 );
                 out.extend_from_slice(&self.body);
             }
-            Framing::Chunked | Framing::ChunkedTrailer => {
-                let trailer = matches!(self.framing, Framing::ChunkedTrailer);
+            Framing::Chunked | Framing::ChunkedTrailer | Framing::LengthTrailer => {
+                let trailer = !matches!(self.framing, Framing::Chunked);
                 if trailer {
                     out.extend_from_slice(b"Trailer: x-sum\r\n");
                 }
@@ -81,7 +84,9 @@ impl Case {
     /// What the echo backend must report for trailers.
     fn trailers(&self) -> String {
         match self.framing {
-            Framing::ChunkedTrailer => format!("x-sum={}", sha_hex(&self.body)),
+            Framing::ChunkedTrailer | Framing::LengthTrailer => {
+                format!("x-sum={}", sha_hex(&self.body))
+            }
             _ => String::new(),
         }
     }
@@ -240,7 +245,10 @@ pub async fn check_h2(addr: SocketAddr, cases: &[Case]) -> Result<(), String> {
         match case.framing {
             Framing::Length => req = req.header("content-length", case.body.len()),
             Framing::Chunked => {}
-            Framing::ChunkedTrailer => {
+            Framing::ChunkedTrailer | Framing::LengthTrailer => {
+                if matches!(case.framing, Framing::LengthTrailer) {
+                    req = req.header("content-length", case.body.len());
+                }
                 req = req.header("trailer", "x-sum");
                 let mut t = hyper::HeaderMap::new();
                 t.insert(

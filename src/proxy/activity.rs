@@ -1,18 +1,18 @@
-//! A client stream wrapper that counts bytes each way and notes when traffic last moved,
-//! which is all the `idle` timeout and the `bytes_total` metric need.
+//! What a client connection did: bytes each way, requests in progress, when a request head
+//! began. One record per connection, written by its stream (`Metered`) and its requests
+//! (`InProgress`), read by its watchdog (`Activity::watch`: `idle` and `header_read`) and by
+//! the `bytes_total` metric.
 
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
-use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 /// What one connection did, shared between its stream, its requests and its watchdog.
 #[derive(Debug)]
@@ -224,7 +224,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let r = write_gathered(Pin::new(&mut self.io), cx, bufs);
+        let r = super::gather::write_gathered(Pin::new(&mut self.io), cx, bufs);
         if let Poll::Ready(Ok(n)) = r {
             self.activity.written.fetch_add(n as u64, Ordering::Relaxed);
         }
@@ -244,133 +244,121 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
     }
 }
 
-/// Gathered writes up to this size are copied into one buffer and sent with one `send(2)`.
-const GATHER_MAX: usize = 4096;
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Writes `bufs` (hyper hands a response head and body, or a request head, as separate
-/// slices) to `io`. Small ones are copied together and written with one plain write: on a
-/// socket that is `send(2)`, which costs the kernel less per call than `writev(2)`, whose
-/// iovec array is copied in and checked first; a few hundred bytes copied here cost less
-/// than that. Larger writes stay vectored, so no body is copied.
-pub fn write_gathered<S: AsyncWrite + ?Sized>(
-    io: Pin<&mut S>,
-    cx: &mut Context<'_>,
-    bufs: &[io::IoSlice<'_>],
-) -> Poll<io::Result<usize>> {
-    let mut parts = bufs.iter().filter(|b| !b.is_empty());
-    let (first, second) = (parts.next(), parts.next());
-    let Some(first) = first else {
-        return io.poll_write(cx, &[]);
-    };
-    if second.is_none() {
-        return io.poll_write(cx, first);
+    const IDLE: Duration = Duration::from_secs(60);
+    const HEAD: Duration = Duration::from_secs(10);
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_fires_once_nothing_moved_for_idle() {
+        let a = Activity::new();
+        let start = Instant::now();
+        assert_eq!(a.watch(IDLE, HEAD).await, Expired::Idle);
+        let waited = start.elapsed();
+        assert!(
+            waited >= IDLE && waited <= IDLE + IDLE / 4,
+            "idle fires within a quarter of its time late: {waited:?}"
+        );
     }
-    let total = bufs.iter().map(|b| b.len()).sum::<usize>();
-    if total > GATHER_MAX {
-        return io.poll_write_vectored(cx, bufs);
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_in_progress_holds_idle_off() {
+        let a = Activity::new();
+        let request = a.begin();
+        let mut watch = Box::pin(a.watch(IDLE, HEAD));
+        assert!(
+            tokio::time::timeout(IDLE * 3, &mut watch).await.is_err(),
+            "no timeout runs while a request is in progress"
+        );
+        drop(request);
+        let start = Instant::now();
+        assert_eq!(watch.await, Expired::Idle);
+        assert!(
+            start.elapsed() >= IDLE,
+            "idle counts from the request's end"
+        );
     }
-    GATHER.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut one) => {
-            one.clear();
-            for b in bufs {
-                one.extend_from_slice(b);
+
+    #[tokio::test(start_paused = true)]
+    async fn a_trickled_head_is_cut_off_at_header_read() {
+        let a = Activity::new();
+        let (mut client, server) = tokio::io::duplex(64);
+        let mut stream = Metered {
+            io: server,
+            activity: Arc::clone(&a),
+        };
+        let trickle = async {
+            let mut buf = [0u8; 8];
+            loop {
+                client.write_all(b"G").await.expect("write");
+                let _ = stream.read(&mut buf).await.expect("read");
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
-            io.poll_write(cx, &one)
+        };
+        let start = Instant::now();
+        tokio::select! {
+            why = a.watch(IDLE, HEAD) => assert_eq!(why, Expired::HeaderRead),
+            () = trickle => unreachable!("the trickle never ends"),
         }
-        // Taken only by a write nested inside another's: never a panic on the data path.
-        Err(_) => io.poll_write_vectored(cx, bufs),
-    })
-}
-
-thread_local! {
-    /// The buffer `write_gathered` copies into: one per thread, reused, never zeroed.
-    static GATHER: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(GATHER_MAX));
-}
-
-/// A backend stream whose small gathered writes go out as one `send(2)` (see
-/// `write_gathered`).
-#[derive(Debug)]
-pub struct Gathered<S>(pub S);
-
-impl<S: AsyncRead + Unpin> AsyncRead for Gathered<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Gathered<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
+        let waited = start.elapsed();
+        assert!(
+            waited >= HEAD && waited <= HEAD + HEAD / 4 + Duration::from_secs(1),
+            "a byte a second does not extend header_read: {waited:?}"
+        );
     }
 
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        write_gathered(Pin::new(&mut self.0), cx, bufs)
+    #[tokio::test(start_paused = true)]
+    async fn between_requests_header_read_does_not_run() {
+        let a = Activity::new();
+        drop(a.begin());
+        assert_eq!(
+            a.watch(IDLE, HEAD).await,
+            Expired::Idle,
+            "an idle keep-alive connection meets idle, not header_read"
+        );
     }
 
-    fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
+    #[tokio::test]
+    async fn metered_counts_bytes_both_ways() {
+        let a = Activity::new();
+        let (mut client, server) = tokio::io::duplex(64);
+        let mut stream = Metered {
+            io: server,
+            activity: Arc::clone(&a),
+        };
+        client.write_all(b"hello").await.expect("write");
+        let mut buf = [0u8; 5];
+        stream.read_exact(&mut buf).await.expect("read");
+        stream.write_all(b"ok").await.expect("write back");
+        assert_eq!(a.read.load(Ordering::Relaxed), 5);
+        assert_eq!(a.written.load(Ordering::Relaxed), 2);
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// `token.cancelled()` that is cheap to poll again. A waiting `Notified` takes the
-    /// token's waiter-list lock on every poll, and a connection task is polled several times
-    /// per request, each time polling the listener-wide tokens it selects on: this polls the
-    /// inner future only when the task's waker changed, otherwise only checks the flag.
-    pub struct Cancelled<'a> {
-        token: &'a CancellationToken,
-        #[pin]
-        inner: WaitForCancellationFuture<'a>,
-        waker: Option<Waker>,
-    }
-}
-
-/// See `Cancelled`.
-pub fn cancelled(token: &CancellationToken) -> Cancelled<'_> {
-    Cancelled {
-        token,
-        inner: token.cancelled(),
-        waker: None,
-    }
-}
-
-impl Future for Cancelled<'_> {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.project();
-        if this.token.is_cancelled() {
-            return Poll::Ready(());
-        }
-        if this.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-            // Registered with this very waker: cancelling wakes it, and the flag above
-            // answers then.
-            return Poll::Pending;
-        }
-        let r = this.inner.poll(cx);
-        if r.is_pending() {
-            *this.waker = Some(cx.waker().clone());
-        }
-        r
+    #[tokio::test]
+    async fn a_quiet_request_pauses_reads_until_it_ends() {
+        let a = Activity::new();
+        let (mut client, server) = tokio::io::duplex(64);
+        let mut stream = Metered {
+            io: server,
+            activity: Arc::clone(&a),
+        };
+        let request = a.begin();
+        request.quiet();
+        client.write_all(b"next").await.expect("write");
+        let mut buf = [0u8; 4];
+        let mut read = Box::pin(stream.read(&mut buf));
+        assert!(
+            futures_util::poll!(read.as_mut()).is_pending(),
+            "bytes that are there wait while a quiet request is in progress"
+        );
+        drop(request);
+        assert_eq!(
+            read.await.expect("read"),
+            4,
+            "the request's end wakes the read"
+        );
     }
 }
