@@ -250,15 +250,12 @@ fn docker_stop_under_load_drains_with_no_failed_request() {
     wait_served(&load, &s.b1.name, Instant::now(), 10);
     let sigterm = Instant::now();
     let name = s.fulcrum.name.clone();
-    let stop = std::thread::spawn(move || {
-        docker(&["stop", "-t", "20", &name]);
-        sigterm.elapsed()
-    });
+    let stop = std::thread::spawn(move || docker(&["stop", "-t", "20", &name]));
     // The platform takes the endpoint out once the readiness probe fails, a moment later.
     wait_unready(s.admin);
     std::thread::sleep(Duration::from_secs(1));
     let report = load.stop();
-    let took = stop.join().expect("docker stop");
+    stop.join().expect("docker stop");
     assert!(
         report.failures().is_empty(),
         "SIGTERM with shutdown_delay must fail no request: {}",
@@ -269,16 +266,13 @@ fn docker_stop_under_load_drains_with_no_failed_request() {
         after >= 20,
         "requests after SIGTERM must be served, saw {after}"
     );
+    // 0: it drained and exited by itself; docker's kill at the 20s stop timeout gives 137.
     let code = s.fulcrum.inspect("{{.State.ExitCode}}");
     assert_eq!(
         code,
         "0",
         "fulcrum must exit 0 after draining:\n{}",
         s.fulcrum.logs()
-    );
-    assert!(
-        took < Duration::from_secs(10),
-        "the drain took {took:?}, not killed at 20s"
     );
 }
 
