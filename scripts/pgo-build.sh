@@ -6,9 +6,10 @@
 #   target/pgo/release/fulcrum
 #
 # The profile is made fresh by every run, from the sources and toolchain at hand, so it never
-# goes stale and nothing is committed. A plain `cargo build --release` is not guided (about
-# 10% more CPU per keep-alive request in the benchmark). The Dockerfile's from-source build
-# runs this script; `../shared/bench/compare --fulcrum target/pgo/release/fulcrum` measures it.
+# goes stale and nothing is committed. A plain `cargo build --release` is not guided (1.12
+# against 0.96 of HAProxy's CPU per keep-alive request in paired benchmark runs). The
+# Dockerfile's from-source build runs this script; `../shared/bench/compare --fulcrum
+# target/pgo/release/fulcrum` measures it.
 #
 # It needs llvm-profdata of the toolchain's own LLVM: `rustup component add llvm-tools`.
 set -euo pipefail
