@@ -685,6 +685,8 @@ struct Fields {
     transfer_encoding: bool,
     content_length: bool,
     hosts: usize,
+    /// Every `Host` value is a valid host[:port] (checked in the same pass).
+    hosts_valid: bool,
     cookies: usize,
     expect: bool,
     forwarded_for: bool,
@@ -695,7 +697,10 @@ struct Fields {
 }
 
 fn fields(headers: &HeaderMap) -> Fields {
-    let mut f = Fields::default();
+    let mut f = Fields {
+        hosts_valid: true,
+        ..Fields::default()
+    };
     // Every field, repeats included: two `Host` lines count as two.
     for (name, value) in headers {
         f.size += name.as_str().len() + value.len() + 4;
@@ -705,6 +710,7 @@ fn fields(headers: &HeaderMap) -> Fields {
             f.content_length = true;
         } else if name == header::HOST {
             f.hosts += 1;
+            f.hosts_valid &= message::valid_host(value.as_bytes());
         } else if name == header::COOKIE {
             f.cookies += 1;
         } else if name == header::EXPECT {
@@ -753,11 +759,7 @@ fn prepare(
     if f.hosts > 1 {
         return Err(StatusCode::BAD_REQUEST);
     }
-    if f.hosts == 1
-        && !headers
-            .get(header::HOST)
-            .is_some_and(|h| message::valid_host(h.as_bytes()))
-    {
+    if !f.hosts_valid {
         return Err(StatusCode::BAD_REQUEST);
     }
     // An HTTP/1.1 request must name its host (RFC 9112 §3.2), as nginx and HAProxy require;
