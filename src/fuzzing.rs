@@ -25,8 +25,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::server::Shared;
-use crate::upstream::Snapshot;
+use crate::snapshot::{Live, Snapshot};
 
 /// The client address fulcrum sees (TEST-NET-1, RFC 5737).
 pub const CLIENT: &str = "192.0.2.1:40000";
@@ -77,7 +76,8 @@ impl HttpHead {
     pub async fn run(&self, input: &[u8]) -> Result<Vec<u8>, String> {
         let snapshot = Snapshot::build(Arc::clone(&self.config), None, Default::default())
             .map_err(|e| e.to_string())?;
-        let shared = Shared::new(snapshot, crate::health::Checkers::new());
+        snapshot.publish();
+        let live = Arc::new(Live::from_pointee(snapshot));
         let listener = &self.config.listeners[0];
         let peer: SocketAddr = CLIENT.parse().map_err(|_| "bad CLIENT".to_owned())?;
         let (client, server) = tokio::io::duplex(64 * 1024);
@@ -85,15 +85,14 @@ impl HttpHead {
             client: peer,
             listener: listener.bind,
         };
-        let serve = crate::proxy::http::serve(
-            server,
+        let conn = crate::proxy::http::Client {
             addrs,
-            Arc::from(listener.name.as_str()),
-            shared,
-            CancellationToken::new(),
-            &listener.timeouts,
-            "http",
-        );
+            listener: Arc::from(listener.name.as_str()),
+            proto: "http",
+            timeouts: listener.timeouts.clone(),
+        };
+        let graceful = CancellationToken::new();
+        let serve = crate::proxy::http::serve(server, conn, live, &graceful);
         // Writing and reading at once: a client that reads only after writing everything
         // could fill both directions' buffers and wait forever on pipelined answers.
         let (mut rd, mut wr) = tokio::io::split(client);

@@ -51,6 +51,7 @@ pub mod proxy_protocol;
 pub mod reload;
 pub mod resolve;
 pub mod server;
+pub mod snapshot;
 pub mod summary;
 pub mod tls;
 pub mod upstream;

@@ -4,10 +4,9 @@
 //! The per-request series are looked up once per (backend, listener) and cached in the
 //! backend (`BackendSeries`), so a request costs two atomic adds, not a registry lookup.
 //! Gauges that mirror live state (health, in-flight, open connections) are set from that state
-//! when `/metrics` is rendered (`refresh`), so they are exact and cost nothing per request.
+//! when `/metrics` is rendered (`admin::exposition`), so they are exact and cost nothing per
+//! request.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
@@ -17,7 +16,7 @@ use metrics::{
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::upstream::{Backend, Snapshot};
+use crate::upstream::Backend;
 
 pub const CONNECTIONS_TOTAL: &str = "fulcrum_connections_total";
 pub const ACTIVE_CONNECTIONS: &str = "fulcrum_active_connections";
@@ -269,52 +268,5 @@ pub fn bytes(listener: &Arc<str>, rx: u64, tx: u64) {
             .increment(rx);
         counter!(BYTES_TOTAL, "listener" => Arc::clone(listener), "direction" => "tx")
             .increment(tx);
-    }
-}
-
-/// Brings the gauges up to date with the live state just before a render, and registers every
-/// family's series at zero so a scrape shows each of them from the start (a counter that
-/// appears only at its first event breaks `rate()` and alerting on absence).
-pub fn refresh(snapshot: &Snapshot, active: &HashMap<String, Arc<AtomicU64>>) {
-    if !enabled() {
-        return;
-    }
-    for result in ["success", "failure"] {
-        counter!(CONFIG_RELOADS_TOTAL, "result" => result).increment(0);
-    }
-    for l in &snapshot.config.listeners {
-        let name = l.name.clone();
-        counter!(CONNECTIONS_TOTAL, "listener" => name.clone()).increment(0);
-        let open = active.get(&l.name).map_or(0, |a| a.load(Ordering::Relaxed));
-        gauge!(ACTIVE_CONNECTIONS, "listener" => name.clone()).set(open as f64);
-        for direction in ["rx", "tx"] {
-            counter!(BYTES_TOTAL, "listener" => name.clone(), "direction" => direction)
-                .increment(0);
-        }
-        if l.protocol == crate::config::Protocol::Http {
-            // Creating the handle registers the histogram; it renders with count 0.
-            let _ =
-                histogram!(REQUEST_DURATION, "listener" => name, "upstream" => l.upstream.clone());
-        }
-    }
-    for u in snapshot.upstreams.values() {
-        counter!(FAILOVERS_TOTAL, "upstream" => Arc::clone(&u.name)).increment(0);
-        for b in &u.backends {
-            let (up, addr) = (Arc::clone(&u.name), Arc::clone(&b.addr));
-            gauge!(BACKEND_HEALTHY, "upstream" => up.clone(), "backend" => addr.clone())
-                .set(if b.is_healthy() { 1.0 } else { 0.0 });
-            gauge!(BACKEND_IN_FLIGHT, "upstream" => up.clone(), "backend" => addr.clone())
-                .set(b.in_flight.load(Ordering::Relaxed) as f64);
-            for kind in crate::proxy::failure::Failure::ALL {
-                counter!(BACKEND_FAILURES_TOTAL, "upstream" => up.clone(),
-                    "backend" => addr.clone(), "kind" => kind.as_str())
-                .increment(0);
-            }
-            for result in ["pass", "fail"] {
-                counter!(HEALTH_CHECKS_TOTAL, "upstream" => up.clone(),
-                    "backend" => addr.clone(), "result" => result)
-                .increment(0);
-            }
-        }
     }
 }

@@ -6,7 +6,7 @@
 //! call `lookup` and hand the answers (`Resolved`) to the build, which only reads them.
 //! With `resolve_interval > 0`, `watch` looks the names of that upstream up again every
 //! interval and sends what it found to the control loop, which rebuilds the snapshot with
-//! `apply` exactly as a reload would (kept backends keep health, counters and pool). The
+//! `reload::resolved::apply` exactly as a reload would (kept backends keep health, counters and pool). The
 //! control loop is the one writer of the snapshot, so a re-resolution never races a reload.
 //!
 //! # Labels
@@ -31,8 +31,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::config::{BackendConf, Config, Upstream};
-use crate::server::Shared;
-use crate::upstream::{BuildError, Snapshot};
+use crate::upstream::BuildError;
 
 /// The addresses each `(host, port)` of the configuration resolved to, sorted, never empty.
 pub type Resolved = HashMap<(String, u16), Vec<SocketAddr>>;
@@ -80,7 +79,7 @@ async fn lookup_one(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
 }
 
 /// The host-name backends of `upstreams`, one per distinct `(host, port)`.
-fn names<'a>(upstreams: impl Iterator<Item = &'a Upstream>) -> HashSet<(String, u16)> {
+pub fn names<'a>(upstreams: impl Iterator<Item = &'a Upstream>) -> HashSet<(String, u16)> {
     upstreams
         .flat_map(|u| &u.backends)
         .filter(|b| b.ip.is_none())
@@ -146,18 +145,17 @@ pub async fn lookup(config: &Config, previous: Option<&Resolved>) -> Result<Reso
 /// `resolve_interval > 0`: looks the names of each such upstream up every interval and sends
 /// the answers that came back to the control loop (failures are left out, so their names keep
 /// their last addresses). Ends when the receiver is gone.
-pub async fn watch(shared: Arc<Shared>, found: mpsc::Sender<Resolved>) {
+pub async fn watch(config: impl Fn() -> Arc<Config>, found: mpsc::Sender<Resolved>) {
     // Per upstream: its interval and when it is due next. The first round is one interval
     // after start: start-up has just resolved everything.
     let mut due: HashMap<String, (Duration, Instant)> = HashMap::new();
     // Names whose last lookup failed: warned once, not every interval.
     let mut failing: HashSet<(String, u16)> = HashSet::new();
     loop {
-        let snapshot = shared.state.load_full();
+        let config = config();
         let now = Instant::now();
         let mut ready: Vec<&Upstream> = Vec::new();
-        let wanted: Vec<&Upstream> = snapshot
-            .config
+        let wanted: Vec<&Upstream> = config
             .upstreams
             .iter()
             .filter(|u| !u.resolve_interval.is_zero() && u.backends.iter().any(|b| b.ip.is_none()))
@@ -209,78 +207,3 @@ pub async fn watch(shared: Arc<Shared>, found: mpsc::Sender<Resolved>) {
         tokio::time::sleep_until(next).await;
     }
 }
-
-/// Control loop: applies fresh answers from `watch`. When they change what any name of the
-/// running configuration resolves to, rebuilds the snapshot as a reload would (publish,
-/// store, reconcile the checkers) and logs each backend added or removed.
-pub fn apply(shared: &Arc<Shared>, found: Resolved) {
-    let current = shared.state.load_full();
-    let used = names(current.config.upstreams.iter());
-    let mut next = current.resolved.clone();
-    // Answers for names a reload dropped meanwhile are of no use.
-    next.extend(found.into_iter().filter(|(k, _)| used.contains(k)));
-    if next == current.resolved {
-        return;
-    }
-    let snapshot = match Snapshot::build(Arc::clone(&current.config), Some(&current), next) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("re-resolution not applied, keeping the running backends: error: {e}");
-            return;
-        }
-    };
-    let changes = backend_changes(&current, &snapshot);
-    snapshot.publish();
-    shared.state.store(Arc::new(snapshot));
-    shared.checkers.reconcile(shared);
-    for line in &changes {
-        tracing::info!("resolve: {line}");
-    }
-}
-
-/// The backends added and removed between two snapshots, one line each, worded as the
-/// reload plan words them.
-pub fn backend_changes(old: &Snapshot, new: &Snapshot) -> Vec<String> {
-    // A name with one address keeps its label when that address changes: compare the
-    // dial address too.
-    let backends = |s: &Snapshot, name: &str| -> Vec<(Arc<str>, SocketAddr)> {
-        s.upstreams.get(name).map_or_else(Vec::new, |u| {
-            u.backends
-                .iter()
-                .map(|b| (Arc::clone(&b.addr), b.dial))
-                .collect()
-        })
-    };
-    let mut out = Vec::new();
-    let mut names: Vec<&String> = new.upstreams.keys().collect();
-    names.sort();
-    for name in names {
-        let (before, after) = (backends(old, name), backends(new, name));
-        for a in after.iter().filter(|a| !before.contains(a)) {
-            out.push(format!(
-                "upstream \"{name}\": backend {} added",
-                describe(a)
-            ));
-        }
-        for b in before.iter().filter(|b| !after.contains(b)) {
-            out.push(format!(
-                "upstream \"{name}\": backend {} removed",
-                describe(b)
-            ));
-        }
-    }
-    out
-}
-
-/// A backend for the operator: its label, and where it connects when the label does not say.
-fn describe((label, dial): &(Arc<str>, SocketAddr)) -> String {
-    let dial = dial.to_string();
-    if label.ends_with(&dial) {
-        label.to_string()
-    } else {
-        format!("{label} ({dial})")
-    }
-}
-
-#[cfg(test)]
-mod tests;

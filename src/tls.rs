@@ -22,7 +22,6 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::config::{self, ListenerTls, TlsVersion, UpstreamTls};
-use crate::upstream::{Backend, Upstream};
 
 /// TLS sessions a listener remembers for resumption by session ID (TLS 1.2 clients without
 /// ticket support): ~1 KiB each, so a few MiB at most per listener.
@@ -45,36 +44,14 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
-/// The TLS acceptors of a snapshot's listeners, by listener name (only listeners with TLS).
-#[derive(Clone, Default)]
-pub struct Acceptors(HashMap<String, TlsAcceptor>);
-
-impl std::fmt::Debug for Acceptors {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_set().entries(self.0.keys()).finish()
-    }
-}
-
-impl Acceptors {
-    /// Builds an acceptor for every listener of `config` that has `[listener.tls]`.
-    pub fn build(config: &config::Config) -> Result<Acceptors, TlsError> {
-        let mut out = HashMap::new();
-        for l in &config.listeners {
-            if let Some(tls) = &l.tls {
-                let server = server_config(tls).map_err(|e| TlsError::Listener {
-                    listener: l.name.clone(),
-                    reason: e.to_string(),
-                })?;
-                out.insert(l.name.clone(), TlsAcceptor::from(Arc::new(server)));
-            }
-        }
-        Ok(Acceptors(out))
-    }
-
-    /// The acceptor of listener `name`; `None`: the listener is plain TCP.
-    pub fn get(&self, name: &str) -> Option<&TlsAcceptor> {
-        self.0.get(name)
-    }
+/// The TLS acceptor of listener `name`: built once per listener and kept by the snapshot
+/// while its TLS settings stay the same.
+pub fn acceptor(name: &str, tls: &ListenerTls) -> Result<TlsAcceptor, TlsError> {
+    let server = server_config(tls).map_err(|e| TlsError::Listener {
+        listener: name.to_owned(),
+        reason: e.to_string(),
+    })?;
+    Ok(TlsAcceptor::from(Arc::new(server)))
 }
 
 /// The rustls server configuration of one listener.
@@ -192,37 +169,26 @@ impl ClientTls {
         })
     }
 
-    /// The name sent as SNI and verified for `backend`.
-    fn name_for(&self, backend: &Backend) -> io::Result<ServerName<'static>> {
+    /// The name sent as SNI and verified for a backend whose host is `host`.
+    fn name_for(&self, host: &str) -> io::Result<ServerName<'static>> {
         match &self.server_name {
             Some(n) => Ok(n.clone()),
-            None => host_name(&backend.host),
+            None => host_name(host),
         }
     }
 
-    /// What an http health check of `backend` needs to speak TLS to it, verified as the
-    /// proxy's own connections are.
-    pub fn target(&self, backend: &Backend) -> io::Result<(TlsConnector, ServerName<'static>)> {
-        Ok((self.connector.clone(), self.name_for(backend)?))
+    /// What an http health check of the backend on `host` needs to speak TLS to it, verified
+    /// as the proxy's own connections are.
+    pub fn target(&self, host: &str) -> io::Result<(TlsConnector, ServerName<'static>)> {
+        Ok((self.connector.clone(), self.name_for(host)?))
     }
-}
 
-/// Opens TLS to `backend` of `upstream` over a connected `stream`, verifying its certificate.
-/// Used by the proxy and available to health checks. An upstream without `[tls]` is an
-/// `InvalidInput` error. A certificate that fails verification is an `InvalidData` error.
-pub async fn connect_tls(
-    upstream: &Upstream,
-    stream: TcpStream,
-    backend: &Backend,
-) -> io::Result<TlsStream<TcpStream>> {
-    let Some(tls) = &upstream.tls else {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "upstream has no tls settings",
-        ));
-    };
-    let name = tls.name_for(backend)?;
-    tls.connector.connect(name, stream).await
+    /// Opens TLS over a connected `stream` to the backend on `host`, verifying its
+    /// certificate; one that fails verification is an `InvalidData` error.
+    pub async fn connect(&self, host: &str, stream: TcpStream) -> io::Result<TlsStream<TcpStream>> {
+        let name = self.name_for(host)?;
+        self.connector.connect(name, stream).await
+    }
 }
 
 /// A backend's host (as the config split it off its `addr`: no port, no brackets) as a TLS

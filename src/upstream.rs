@@ -14,9 +14,20 @@ use arc_swap::ArcSwapOption;
 
 use crate::balance::{Balancer, FULL, Policy};
 use crate::config;
-use crate::health::Tracker;
-use crate::proxy::pool::Pool;
 use crate::resolve::Resolved;
+
+mod failure;
+mod link;
+pub mod pool;
+mod tracker;
+
+pub use failure::Failure;
+use pool::Pool;
+pub use tracker::Tracker;
+
+/// Slow start begins at 10% of a backend's weight (`slow_start` in conf/fulcrum.toml), in
+/// permille.
+pub const SLOW_START_FLOOR: u32 = 100;
 
 /// One backend of one upstream, shared by every listener that uses the upstream.
 #[derive(Debug)]
@@ -40,6 +51,8 @@ pub struct Backend {
     pub requests: AtomicU64,
     pub failures: AtomicU64,
     healthy: AtomicBool,
+    /// Whether an active check has ever passed: readiness waits for one.
+    passed_check: AtomicBool,
     /// Consecutive outcomes, turned into up/down decisions by the health thresholds.
     pub tracker: Tracker,
     /// Idle keep-alive HTTP connections to this backend.
@@ -98,6 +111,7 @@ impl Backend {
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             healthy: AtomicBool::new(true),
+            passed_check: AtomicBool::new(false),
             tracker: Tracker::new(),
             pool: Pool::default(),
             trial: AtomicU8::new(Trial::Closed as u8),
@@ -133,6 +147,10 @@ impl Backend {
         self.healthy.load(Ordering::Relaxed)
     }
 
+    pub fn has_passed_a_check(&self) -> bool {
+        self.passed_check.load(Ordering::Relaxed)
+    }
+
     pub fn trial(&self) -> Trial {
         match self.trial.load(Ordering::Relaxed) {
             1 => Trial::Open,
@@ -165,6 +183,8 @@ pub struct Upstream {
     balancer: Arc<Balancer>,
     /// `Some` when backends are reached over TLS (`[upstream.NAME.tls]`), built once here.
     pub tls: Option<crate::tls::ClientTls>,
+    /// How fulcrum talks to the backends, as a number (`link`): part of the pool key.
+    pub link: u64,
 }
 
 /// One request or session placed on a backend. Dropping it ends the in-flight unit, so no
@@ -233,6 +253,7 @@ impl Upstream {
             None => None,
         };
         let upstream = Upstream {
+            link: link::of(conf, previous),
             conf: conf.clone(),
             name,
             backends,
@@ -324,7 +345,7 @@ impl Upstream {
             // The share is lowered before the backend is scheduled, so no pick sees it at full
             // weight; the checker ramps it from here.
             if healthy && !self.conf.slow_start.is_zero() {
-                self.set_permille(index, crate::health::SLOW_START_FLOOR);
+                self.set_permille(index, SLOW_START_FLOOR);
             }
             backend.schedule(|b, i| b.set_healthy(i, healthy));
             backend.changed.notify_one();
@@ -414,10 +435,10 @@ pub fn build_all(
 }
 
 impl Upstream {
-    /// A live connection or response to backend `index` failed (`kind`: the label of
-    /// `proxy::failure::Failure`). Enough in a row mark it down; a failed trial keeps it
-    /// down for another `interval`. Called by `proxy::failure::fail` only.
-    pub fn record_failure(&self, index: usize, kind: &'static str) {
+    /// Passive health: a live connection or response to backend `index` failed. Enough in a
+    /// row mark it down; a failed trial keeps it down for another `interval`. Called by
+    /// `Upstream::fail`, which also counts and logs it (and by the health unit tests).
+    pub(crate) fn record_failure(&self, index: usize, kind: &'static str) {
         let Some(b) = self.backends.get(index) else {
             return;
         };
@@ -445,6 +466,9 @@ impl Upstream {
     pub fn record_check(&self, index: usize, pass: bool, reason: &str) {
         if let Some(b) = self.backends.get(index) {
             crate::metrics::health_check(&self.name, &b.addr, pass);
+            if pass {
+                b.passed_check.store(true, Ordering::Relaxed);
+            }
         }
         self.record(index, pass, reason);
     }
@@ -468,77 +492,10 @@ impl Upstream {
     }
 }
 
-/// The running configuration: one immutable snapshot, swapped whole by a reload.
-#[derive(Debug)]
-pub struct Snapshot {
-    pub config: Arc<config::Config>,
-    pub upstreams: Upstreams,
-    /// TLS acceptors of the listeners with `[listener.tls]`, built with this snapshot so a
-    /// reload's certificates serve the next handshake.
-    pub acceptors: crate::tls::Acceptors,
-    /// What the host names of `config` resolved to: the addresses behind `upstreams`, and
-    /// what a name keeps when a later lookup fails.
-    pub resolved: Resolved,
-    /// Seconds since the Unix epoch at load time, for `/status`.
-    pub loaded_at: u64,
-    /// The upstream of each of `config.listeners`, in order: `route` runs per request and
-    /// per connection, where hashing the upstream's name would be a measurable cost.
-    routes: Vec<Option<Arc<Upstream>>>,
-}
-
-impl Snapshot {
-    /// Builds the live state of `config` with its host names' addresses from `resolved`
-    /// (`resolve::lookup`; empty when every backend is an IP address), carrying backends over
-    /// from `previous`.
-    pub fn build(
-        config: Arc<config::Config>,
-        previous: Option<&Snapshot>,
-        resolved: Resolved,
-    ) -> Result<Snapshot, BuildError> {
-        let upstreams = build_all(&config, previous.map(|p| &p.upstreams), &resolved)?;
-        let acceptors = crate::tls::Acceptors::build(&config)?;
-        let loaded_at = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let routes = config
-            .listeners
-            .iter()
-            .map(|l| upstreams.get(&l.upstream).cloned())
-            .collect();
-        Ok(Snapshot {
-            config,
-            upstreams,
-            acceptors,
-            resolved,
-            loaded_at,
-            routes,
-        })
-    }
-
-    /// Makes this snapshot's balancers the ones every backend reports to; call right before
-    /// storing it. (Requests that end in between may leave a count off by one until they
-    /// are gone; the balancer saturates at zero.)
-    pub fn publish(&self) {
-        for u in self.upstreams.values() {
-            u.publish();
-        }
-    }
-
-    /// The listener named `name` and its upstream.
-    pub fn route(&self, name: &str) -> Option<(&config::Listener, &Arc<Upstream>)> {
-        let (i, l) = self
-            .config
-            .listeners
-            .iter()
-            .enumerate()
-            .find(|(_, l)| l.name == name)?;
-        Some((l, self.routes.get(i)?.as_ref()?))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::snapshot::Snapshot;
     use std::path::Path;
 
     fn config(weights: &str) -> Arc<config::Config> {

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use crate::server::{Control, Shared};
+use crate::reload::Control;
+use crate::snapshot::Live;
 
 /// How often the file is looked at.
 const POLL: Duration = Duration::from_secs(1);
@@ -22,8 +23,8 @@ fn identity(path: &std::path::Path) -> Option<(u64, u64, u64, i64, i64)> {
 
 /// Sends `Control::Reload` each time the running config's file changes while its
 /// `watch_config` is on (a reload may turn it on or off), until the receiver is gone.
-pub async fn watch(shared: Arc<Shared>, control: mpsc::Sender<Control>) {
-    let path = shared.state.load().config.path.clone();
+pub async fn watch(live: Arc<Live>, control: mpsc::Sender<Control>) {
+    let path = live.load().config.path.clone();
     let mut last = identity(&path);
     loop {
         tokio::time::sleep(POLL).await;
@@ -31,7 +32,7 @@ pub async fn watch(shared: Arc<Shared>, control: mpsc::Sender<Control>) {
         // A file briefly missing mid-swap is not a change to act on.
         if now.is_some() && now != last {
             last = now;
-            if !shared.state.load().config.runtime.watch_config {
+            if !live.load().config.runtime.watch_config {
                 continue;
             }
             tracing::info!(path = %path.display(), "config file changed, reloading");

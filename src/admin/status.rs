@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 
 use serde::Serialize;
 
-use crate::server::Shared;
+use super::{LastReload, State};
 
 #[derive(Debug, Serialize)]
 pub struct Status {
@@ -20,6 +20,8 @@ pub struct ConfigInfo {
     pub path: String,
     /// Seconds since the Unix epoch when the running configuration was loaded.
     pub loaded_at: u64,
+    /// null until the first reload; a failed one stays until the next success.
+    pub last_reload: Option<LastReload>,
 }
 
 #[derive(Debug, Serialize)]
@@ -50,18 +52,16 @@ pub struct BackendInfo {
 }
 
 /// The status of the running process, listeners and upstreams in config order.
-pub fn build(shared: &Shared) -> Status {
-    let snapshot = shared.state.load();
-    let active = shared.active.load();
+pub fn build(state: &State) -> Status {
+    let snapshot = state.live.load();
     let config = &snapshot.config;
-    let listeners = config
-        .listeners
-        .iter()
-        .map(|l| ListenerInfo {
+    let listeners = snapshot
+        .listeners()
+        .map(|(l, live)| ListenerInfo {
             name: l.name.clone(),
             bind: l.bind.to_string(),
             protocol: l.protocol.as_str(),
-            active_connections: active.get(&l.name).map_or(0, |a| a.load(Ordering::Relaxed)),
+            active_connections: live.active.load(Ordering::Relaxed),
         })
         .collect();
     let upstreams = config
@@ -95,6 +95,7 @@ pub fn build(shared: &Shared) -> Status {
         config: ConfigInfo {
             path: config.path.display().to_string(),
             loaded_at: snapshot.loaded_at,
+            last_reload: state.last_reload(),
         },
         listeners,
         upstreams,

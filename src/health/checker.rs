@@ -13,11 +13,10 @@ use futures_util::future::BoxFuture;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-use super::SLOW_START_FLOOR;
 use crate::balance::FULL;
 use crate::config::{Check, Health};
-use crate::server::Shared;
-use crate::upstream::{Backend, Trial, Upstream};
+use crate::snapshot::Live;
+use crate::upstream::{Backend, SLOW_START_FLOOR, Trial, Upstream};
 
 /// An active check: `(dial, addr as written, health settings, send_proxy_protocol)` to pass or
 /// the reason it failed.
@@ -71,11 +70,11 @@ impl Checkers {
         }
     }
 
-    /// Brings the running tasks in line with the current snapshot of `shared`: starts one for
-    /// each new backend (its first check at once), stops those of removed backends, and
-    /// leaves the others running as they are. Call it at start and after every swap.
-    pub fn reconcile(&self, shared: &Arc<Shared>) {
-        let snapshot = shared.state.load();
+    /// Brings the running tasks in line with the snapshot `live` holds: starts one for each
+    /// new backend (its first check at once), stops those of removed backends, and leaves the
+    /// others running as they are. Call it at start and after every swap.
+    pub fn reconcile(&self, live: &Arc<Live>) {
+        let snapshot = live.load();
         let mut wanted: HashSet<Key> = HashSet::new();
         for (name, upstream) in &snapshot.upstreams {
             for b in &upstream.backends {
@@ -95,7 +94,7 @@ impl Checkers {
                 continue;
             }
             let cancel = CancellationToken::new();
-            let task = run(Arc::clone(shared), key.clone(), Arc::clone(&self.probe));
+            let task = run(Arc::clone(live), key.clone(), Arc::clone(&self.probe));
             let stop = cancel.clone();
             tokio::spawn(async move {
                 tokio::select! {
@@ -137,28 +136,28 @@ impl Checkers {
 }
 
 /// The backend `key` in the current snapshot: its upstream and index.
-fn locate(shared: &Shared, key: &Key) -> Option<(Arc<Upstream>, usize)> {
-    let snapshot = shared.state.load();
+fn locate(live: &Live, key: &Key) -> Option<(Arc<Upstream>, usize)> {
+    let snapshot = live.load();
     let upstream = snapshot.upstreams.get(&key.0)?;
     let index = upstream.backends.iter().position(|b| b.addr == key.1)?;
     Some((Arc::clone(upstream), index))
 }
 
 /// The life of one backend's checker; it ends only when cancelled.
-async fn run(shared: Arc<Shared>, key: Key, probe: Probe) {
+async fn run(live: Arc<Live>, key: Key, probe: Probe) {
     let mut next_check = Instant::now();
     let mut round: u64 = 0;
     // When to open the next trial, and the trial state it was armed in.
     let mut trial_at: Option<(Instant, Trial)> = None;
     // When the slow start in progress began.
     let mut ramp_start: Option<Instant> = None;
-    if let Some((upstream, index)) = locate(&shared, &key)
+    if let Some((upstream, index)) = locate(&live, &key)
         && let Some(b) = upstream.backends.get(index)
     {
         crate::metrics::backend_healthy(&upstream.name, &b.addr, b.is_healthy());
     }
     loop {
-        let Some((upstream, index)) = locate(&shared, &key) else {
+        let Some((upstream, index)) = locate(&live, &key) else {
             tokio::time::sleep(MISSING_RETRY).await;
             continue;
         };
@@ -169,7 +168,7 @@ async fn run(shared: Arc<Shared>, key: Key, probe: Probe) {
         let health = upstream.conf.health.clone();
         let slow_start = upstream.conf.slow_start;
         let tls = upstream.tls.as_ref().map(|t| {
-            t.target(&backend)
+            t.target(&backend.host)
                 .map_err(|e| format!("no TLS name for the backend: {e}"))
         });
         let target = super::probe::Target {
@@ -194,14 +193,14 @@ async fn run(shared: Arc<Shared>, key: Key, probe: Probe) {
                 next_check = Instant::now() + jittered(health.interval, &key.1, round);
                 let result = probe(target, health).await;
                 // The probe took a while: a reload may have rebuilt the upstream meanwhile.
-                if let Some((upstream, index)) = locate(&shared, &key) {
+                if let Some((upstream, index)) = locate(&live, &key) {
                     let reason = result.as_ref().err().map_or("", String::as_str);
                     upstream.record_check(index, result.is_ok(), reason);
                 }
             }
             () = sleep_until(trial_at.map_or(now, |(at, _)| at)), if trial_at.is_some() => {
                 trial_at = None;
-                if let Some((upstream, index)) = locate(&shared, &key) {
+                if let Some((upstream, index)) = locate(&live, &key) {
                     upstream.open_trial(index);
                 }
             }

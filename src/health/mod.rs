@@ -1,7 +1,7 @@
 //! Health: which backends get traffic.
 //!
-//! - `tracker`: the pure threshold counter; outcomes of checks and of live traffic both land
-//!   there, and it says when a backend goes down or comes up.
+//! The threshold counting itself is part of a backend's state (`upstream::Tracker`): outcomes
+//! of checks and of live traffic both land there.
 //! - `probe`: one active check, tcp (connect) or http (`GET path`, 2xx or 3xx passes).
 //! - `checker`: one task per (upstream, backend) of the running configuration: checks every
 //!   `interval`, opens the trial of a down backend when `check = "none"`, and ramps a backend
@@ -10,14 +10,9 @@
 
 mod checker;
 mod probe;
-mod tracker;
 
 pub use checker::{Checkers, Probe};
 pub use probe::{Target, probe};
-pub use tracker::Tracker;
-
-/// Slow start begins at 10% of a backend's weight (`slow_start` in conf/fulcrum.toml), in permille.
-pub const SLOW_START_FLOOR: u32 = 100;
 
 #[cfg(test)]
 mod tests;

@@ -11,8 +11,8 @@ use tokio::time::{Instant, sleep};
 use super::checker::{jittered, share};
 use super::{Checkers, Probe};
 use crate::config::Config;
-use crate::server::Shared;
-use crate::upstream::{Snapshot, Trial, Upstream};
+use crate::snapshot::{Live, Snapshot};
+use crate::upstream::{Trial, Upstream};
 
 const A: &str = "127.0.0.1:9001";
 const B: &str = "127.0.0.1:9002";
@@ -30,9 +30,19 @@ fn config(backends: &[&str], extra: &str) -> Arc<Config> {
     Arc::new(Config::from_toml(&text, Path::new("t.toml")).expect("test config is valid"))
 }
 
-fn shared(config: Arc<Config>, probe: Probe) -> Arc<Shared> {
+/// The running snapshot and its checkers, as the server holds them.
+struct Shared {
+    state: Arc<Live>,
+    checkers: Checkers,
+}
+
+fn shared(config: Arc<Config>, probe: Probe) -> Shared {
     let snapshot = Snapshot::build(config, None, Default::default()).expect("build snapshot");
-    Shared::new(snapshot, Checkers::with_probe(probe))
+    snapshot.publish();
+    Shared {
+        state: Arc::new(Live::from_pointee(snapshot)),
+        checkers: Checkers::with_probe(probe),
+    }
 }
 
 /// A probe that records when each backend was checked and fails while `failing` is set.
@@ -110,7 +120,7 @@ async fn first_check_at_start_then_every_interval_with_jitter() {
         fake.probe(),
     );
     let t0 = Instant::now();
-    s.checkers.reconcile(&s);
+    s.checkers.reconcile(&s.state);
     sleep(Duration::from_millis(5500)).await;
     let times = fake.times(A);
     assert_eq!(times.first(), Some(&t0), "the first check runs at start");
@@ -136,7 +146,7 @@ async fn failing_checks_mark_down_at_the_threshold_and_passes_mark_up() {
         ),
         fake.probe(),
     );
-    s.checkers.reconcile(&s);
+    s.checkers.reconcile(&s.state);
     // Checks at 0, ~1 and ~2 s (±10% each): the third failure is at 1.8..=2.2 s.
     sleep(Duration::from_millis(1700)).await;
     assert!(
@@ -202,7 +212,7 @@ async fn check_none_gives_a_down_backend_one_trial_after_interval() {
         ),
         Fake::default().probe(),
     );
-    s.checkers.reconcile(&s);
+    s.checkers.reconcile(&s.state);
     let up = app(&s);
     up.record_failure(0, "connect");
     assert!(!up.backends[0].is_healthy());
@@ -253,7 +263,7 @@ async fn check_none_trial_also_for_the_only_backend() {
         ),
         Fake::default().probe(),
     );
-    s.checkers.reconcile(&s);
+    s.checkers.reconcile(&s.state);
     let up = app(&s);
     up.record_failure(0, "reset");
     assert!(up.pick(&[]).is_none(), "the only backend is down");
@@ -275,7 +285,7 @@ async fn slow_start_ramps_a_returning_backend_from_ten_percent_to_full() {
         ),
         Fake::default().probe(),
     );
-    s.checkers.reconcile(&s);
+    s.checkers.reconcile(&s.state);
     let up = app(&s);
     up.record_failure(0, "connect");
     sleep(Duration::from_millis(1100)).await;
@@ -308,7 +318,7 @@ async fn reconcile_keeps_running_checkers_and_follows_added_and_removed_backends
         config(&[A, B], "[upstream.app.health]\ninterval = \"1s\""),
         fake.probe(),
     );
-    s.checkers.reconcile(&s);
+    s.checkers.reconcile(&s.state);
     sleep(Duration::from_millis(10)).await;
     assert_eq!((fake.times(A).len(), fake.times(B).len()), (1, 1));
 
@@ -322,7 +332,7 @@ async fn reconcile_keeps_running_checkers_and_follows_added_and_removed_backends
     .expect("build");
     next.publish();
     s.state.store(Arc::new(next));
-    s.checkers.reconcile(&s);
+    s.checkers.reconcile(&s.state);
     assert!(
         Arc::ptr_eq(&kept, &app(&s).backends[0]),
         "A is carried over"
@@ -354,7 +364,7 @@ async fn a_checker_acts_on_the_upstream_of_the_current_snapshot() {
     fake.failing.store(true, Ordering::SeqCst);
     let health = "[upstream.app.health]\ninterval = \"1s\"\nunhealthy_threshold = 2";
     let s = shared(config(&[A, B], health), fake.probe());
-    s.checkers.reconcile(&s);
+    s.checkers.reconcile(&s.state);
     sleep(Duration::from_millis(10)).await;
     // A reload rebuilds the upstream (new balancer) around the same backends.
     let next = Snapshot::build(
@@ -365,7 +375,7 @@ async fn a_checker_acts_on_the_upstream_of_the_current_snapshot() {
     .expect("build");
     next.publish();
     s.state.store(Arc::new(next));
-    s.checkers.reconcile(&s);
+    s.checkers.reconcile(&s.state);
     sleep(Duration::from_millis(1200)).await;
     let up = app(&s);
     assert!(

@@ -10,10 +10,11 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::DialError;
 use super::activity::{Activity, Metered};
+use super::backend::{BackendIo, connect};
+use super::failover::{self, Attempt, End as NoBackend, Outcome};
 use crate::proxy_protocol::Addresses;
-use crate::upstream::Upstream;
+use crate::upstream::{Failure, Lease, Upstream};
 
 /// Buffer per direction: large enough that bulk transfers make few syscalls, small enough
 /// that 10,000 open sessions stay within a few hundred MiB.
@@ -43,10 +44,10 @@ pub async fn serve<C>(client: C, upstream: &Upstream, idle: Duration, addrs: &Ad
 where
     C: AsyncRead + AsyncWrite + Unpin,
 {
-    let (mut backend, lease) = match super::dial(upstream, addrs).await {
+    let (mut backend, lease) = match failover::run(upstream, &mut Dial(addrs)).await {
         Ok(ok) => ok,
         Err(e) => {
-            if let DialError::NoHealthy = e {
+            if let NoBackend::NoHealthy = e {
                 tracing::debug!(upstream = %upstream.name, "no healthy backend, closing client");
             }
             return Session {
@@ -77,7 +78,7 @@ where
     // Only the backend's own errors count against it, and only before it sent anything: a
     // client that resets, or a session that broke later, says nothing of its health.
     if b.failed && !answered {
-        super::failure::fail(upstream, &lease, super::failure::Failure::Reset);
+        upstream.fail(&lease, Failure::Reset);
     } else if end == End::Closed || answered {
         upstream.record_success(lease.index);
     }
@@ -86,6 +87,21 @@ where
         rx: activity.read.load(Ordering::Relaxed),
         tx: activity.written.load(Ordering::Relaxed),
         end,
+    }
+}
+
+/// A session's attempt on a backend: the connection.
+struct Dial<'a>(&'a Addresses);
+
+impl Attempt for Dial<'_> {
+    type Output = BackendIo;
+    type Abort = std::convert::Infallible;
+
+    async fn run(&mut self, upstream: &Upstream, lease: &Lease) -> Outcome<BackendIo, Self::Abort> {
+        match connect(&lease.backend, upstream, self.0).await {
+            Ok(io) => Outcome::Done(io),
+            Err(e) => e.into(),
+        }
     }
 }
 

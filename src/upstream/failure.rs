@@ -1,8 +1,8 @@
-//! A failed exchange with a backend, and the one place it is recorded: the
+//! A failed exchange with a backend, and the one place it is recorded (`Upstream::fail`): the
 //! `backend_failures_total` metric, passive health and a debug log line, for every path
 //! (tcp and http, connect, response head and response body).
 
-use crate::upstream::{Lease, Upstream};
+use super::{Lease, Upstream};
 
 /// What went wrong with a backend: the `kind` label of `backend_failures_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,31 +41,13 @@ impl Failure {
     }
 }
 
-/// Why no connection to a backend could be had.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConnectError {
-    /// The backend's fault: counted against it, and another backend may be tried.
-    Backend(Failure),
-    /// Ours: no file descriptors, ephemeral ports or memory. Not the backend's fault, so not
-    /// counted against it, and not worth trying on another backend.
-    Local,
-}
-
-/// Records `failure` of the lease's backend: the metric, passive health, a debug line.
-pub fn fail(upstream: &Upstream, lease: &Lease, failure: Failure) {
-    let kind = failure.as_str();
-    tracing::debug!(upstream = %upstream.name, backend = %lease.backend.addr, kind, "backend failure");
-    crate::metrics::backend_failure(&upstream.name, &lease.backend.addr, kind);
-    upstream.record_failure(lease.index, kind);
-}
-
-/// Records a failed connect: a local shortage is nobody's failure.
-pub fn fail_connect(upstream: &Upstream, lease: &Lease, e: ConnectError) {
-    match e {
-        ConnectError::Backend(failure) => fail(upstream, lease, failure),
-        ConnectError::Local => {
-            tracing::warn!(upstream = %upstream.name, "connect failed for want of local resources");
-        }
+impl Upstream {
+    /// Records `failure` of the lease's backend: the metric, passive health, a debug line.
+    pub fn fail(&self, lease: &Lease, failure: Failure) {
+        let kind = failure.as_str();
+        tracing::debug!(upstream = %self.name, backend = %lease.backend.addr, kind, "backend failure");
+        crate::metrics::backend_failure(&self.name, &lease.backend.addr, kind);
+        self.record_failure(lease.index, kind);
     }
 }
 

@@ -9,9 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite};
+use hyper::client::conn::http1::SendRequest;
 use tokio::time::Instant;
 
 use crate::config::ProxyProtocol;
@@ -32,10 +30,17 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 /// A connection's sender, ready for one request.
 pub type Sender = SendRequest<ReqBody>;
 
-/// Which idle connections a request may take. `None`: a connection any client may use.
-/// `Some`: one that began with a PROXY header announcing these addresses; the backend takes
-/// every request on it as that client's, so it must carry no one else's.
-pub type Key = Option<(ProxyProtocol, Addresses)>;
+/// Which idle connections a request may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Key {
+    /// How the connection was opened (`Upstream::link`): one opened before a reload changed
+    /// TLS or the PROXY protocol is never handed out again.
+    pub link: u64,
+    /// `None`: a connection any client may use. `Some`: one that began with a PROXY header
+    /// announcing these addresses; the backend takes every request on it as that client's,
+    /// so it must carry no one else's.
+    pub client: Option<(ProxyProtocol, Addresses)>,
+}
 
 #[derive(Debug, Default)]
 pub struct Pool {
@@ -44,9 +49,11 @@ pub struct Pool {
 
 #[derive(Debug, Default)]
 struct Idle {
-    /// Key `None`, kept apart from `by_key`: it is the key of nearly every request, and
+    /// Client `None`, kept apart from `by_key`: it is the key of nearly every request, and
     /// hashing it on every checkout and checkin would be a measurable cost.
     shared: Vec<(Sender, Instant)>,
+    /// The link of the connections in `shared`: the newest any checkin has brought.
+    shared_link: u64,
     by_key: HashMap<Key, Vec<(Sender, Instant)>>,
     /// Connections held across all keys, at most `MAX_IDLE`.
     count: usize,
@@ -71,8 +78,9 @@ impl Idle {
     }
 
     fn list(&mut self, key: &Key) -> Option<&mut Vec<(Sender, Instant)>> {
-        match key {
-            None => Some(&mut self.shared),
+        match key.client {
+            None if key.link == self.shared_link => Some(&mut self.shared),
+            None => None,
             Some(_) => self.by_key.get_mut(key),
         }
     }
@@ -110,7 +118,7 @@ impl Pool {
                 break;
             }
         }
-        if list.is_empty() && key.is_some() {
+        if list.is_empty() && key.client.is_some() {
             idle.by_key.remove(key);
         }
         idle.count = idle.count.saturating_sub(removed);
@@ -131,8 +139,19 @@ impl Pool {
         {
             idle.sweep(now);
         }
+        if key.client.is_none() && key.link != idle.shared_link {
+            // A connection of an older link is not kept; one of a newer link retires the
+            // older connections.
+            if key.link < idle.shared_link {
+                return;
+            }
+            let dropped = idle.shared.len();
+            idle.shared.clear();
+            idle.count = idle.count.saturating_sub(dropped);
+            idle.shared_link = key.link;
+        }
         if idle.count < MAX_IDLE {
-            match key {
+            match key.client {
                 None => idle.shared.push((sender, now)),
                 Some(_) => idle.by_key.entry(key).or_default().push((sender, now)),
             }
@@ -141,27 +160,12 @@ impl Pool {
     }
 }
 
-/// Performs the HTTP/1.1 handshake on a fresh backend connection (plain TCP or TLS) and
-/// drives it in a task.
-pub async fn handshake<I>(stream: I) -> Result<Sender, hyper::Error>
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let (sender, conn) = http1::Builder::new()
-        .max_buf_size(super::http::MAX_HEAD + 16 * 1024)
-        .handshake(TokioIo::new(super::gather::Gathered(stream)))
-        .await?;
-    tokio::spawn(async move {
-        // Errors here surface on the request that was in progress, if any.
-        let _ = conn.with_upgrades().await;
-    });
-    Ok(sender)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use http_body_util::BodyExt;
+    use hyper::client::conn::http1;
+    use hyper_util::rt::TokioIo;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
 
@@ -173,6 +177,11 @@ mod tests {
             head.push(b[0]);
         }
     }
+
+    const KEY: Key = Key {
+        link: 1,
+        client: None,
+    };
 
     fn get() -> hyper::Request<ReqBody> {
         hyper::Request::builder()
@@ -201,13 +210,16 @@ mod tests {
                 .expect("second response");
         });
         let stream = TcpStream::connect(addr).await.expect("connect");
-        let mut sender = handshake(stream).await.expect("handshake");
+        let (mut sender, conn) = http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("handshake");
+        tokio::spawn(conn);
         let resp = sender.send_request(get()).await.expect("response head");
         // Back in the pool while its exchange is not over: not ready.
         let pool = Pool::default();
-        pool.checkin(None, sender);
+        pool.checkin(KEY, sender);
         assert!(
-            pool.checkout(&None).is_none(),
+            pool.checkout(&KEY).is_none(),
             "a busy connection is not handed out"
         );
         rest_tx.send(()).expect("backend");
@@ -216,7 +228,7 @@ mod tests {
         // Kept, not closed: once its task has seen the response end, it is handed out.
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut sender = loop {
-            if let Some(s) = pool.checkout(&None) {
+            if let Some(s) = pool.checkout(&KEY) {
                 break s;
             }
             assert!(

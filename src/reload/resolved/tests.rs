@@ -2,6 +2,8 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 
 use super::*;
+use crate::config::Config;
+use crate::resolve::{expand, lookup};
 
 const NAME: &str = "app.internal";
 

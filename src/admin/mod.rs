@@ -5,11 +5,14 @@
 //! are not tracked by the drain (a scraper's keep-alive connection must not hold a shutdown
 //! open), and it keeps answering through `shutdown_delay` so `/readyz` can say 503.
 
+mod exposition;
+mod state;
 mod status;
+
+pub use state::{LastReload, State};
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,10 +25,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::server::Shared;
-
 /// The status page: one self-contained file (inline CSS and JS, no external assets).
-const STATUS_PAGE: &str = include_str!("admin/status.html");
+const STATUS_PAGE: &str = include_str!("status.html");
 /// A client that sends no complete request head within this time is dropped.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often histogram samples are folded into their buckets between scrapes, so memory stays
@@ -34,14 +35,16 @@ const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 /// What every admin request needs.
 struct Admin {
-    shared: Arc<Shared>,
+    state: Arc<State>,
     metrics: Option<PrometheusHandle>,
+    /// One render at a time: each scrape refreshes the gauges and renders as one step.
+    render: std::sync::Mutex<()>,
 }
 
 /// Starts serving on `socket` until `stop` is cancelled.
 pub fn spawn(
     socket: std::net::TcpListener,
-    shared: Arc<Shared>,
+    state: Arc<State>,
     metrics: Option<PrometheusHandle>,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
@@ -58,7 +61,11 @@ pub fn spawn(
             }
         });
     }
-    let admin = Arc::new(Admin { shared, metrics });
+    let admin = Arc::new(Admin {
+        state,
+        metrics,
+        render: std::sync::Mutex::new(()),
+    });
     tokio::spawn(accept_loop(listener, admin, stop));
     Ok(())
 }
@@ -101,12 +108,11 @@ fn route(req: &Request<Incoming>, admin: &Admin) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::NOT_FOUND, "not found\n".into());
     }
-    let shared = &admin.shared;
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n".into()),
-        "/readyz" => readyz(shared),
+        "/readyz" => readyz(&admin.state),
         "/metrics" => metrics(admin),
-        "/status" => json(&status::build(shared)),
+        "/status" => json(&status::build(&admin.state)),
         "/" => reply(
             StatusCode::OK,
             "text/html; charset=utf-8",
@@ -116,35 +122,27 @@ fn route(req: &Request<Incoming>, admin: &Admin) -> Response<Full<Bytes>> {
     }
 }
 
-/// 200 when every upstream has a healthy backend and the process is not draining; else 503
-/// with one line per reason, so a failing probe says why.
-fn readyz(shared: &Shared) -> Response<Full<Bytes>> {
-    if shared.draining.load(Ordering::SeqCst) {
-        return text(StatusCode::SERVICE_UNAVAILABLE, "draining\n".into());
-    }
-    let snapshot = shared.state.load();
-    let mut down: Vec<&str> = snapshot
-        .upstreams
-        .values()
-        .filter(|u| !u.has_healthy_backend())
-        .map(|u| &*u.name)
-        .collect();
-    if down.is_empty() {
+/// 200 when every upstream is ready and the process is not draining; else 503 with one line
+/// per reason, so a failing probe says why.
+fn readyz(state: &State) -> Response<Full<Bytes>> {
+    let reasons = state.not_ready();
+    if reasons.is_empty() {
         return text(StatusCode::OK, "ready\n".into());
     }
-    down.sort_unstable();
-    let body: String = down
-        .iter()
-        .map(|u| format!("upstream \"{u}\" has no healthy backend\n"))
-        .collect();
+    let body: String = reasons.iter().map(|r| format!("{r}\n")).collect();
     text(StatusCode::SERVICE_UNAVAILABLE, body)
 }
 
 fn metrics(admin: &Admin) -> Response<Full<Bytes>> {
     let body = match &admin.metrics {
         Some(handle) => {
-            crate::metrics::refresh(&admin.shared.state.load(), &admin.shared.active.load());
-            handle.render()
+            let _one = admin
+                .render
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let snapshot = admin.state.live.load();
+            exposition::refresh(&snapshot);
+            exposition::current_only(&handle.render(), &snapshot)
         }
         None => String::new(),
     };

@@ -1,0 +1,166 @@
+//! `/metrics`: the exporter's text, with the gauges brought up to date from the running
+//! snapshot first, and without the series of listeners, upstreams and backends that a reload
+//! or a re-resolution removed (the exporter has no way to forget a series: they are left out
+//! of the text instead).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use metrics::{counter, gauge, histogram};
+
+use crate::metrics::{
+    ACTIVE_CONNECTIONS, BACKEND_FAILURES_TOTAL, BACKEND_HEALTHY, BACKEND_IN_FLIGHT, BYTES_TOTAL,
+    CONFIG_RELOADS_TOTAL, CONNECTIONS_TOTAL, FAILOVERS_TOTAL, HEALTH_CHECKS_TOTAL,
+    REQUEST_DURATION,
+};
+use crate::snapshot::Snapshot;
+use crate::upstream::Failure;
+
+/// Brings the gauges up to date with the live state just before a render, and registers every
+/// family's series at zero so a scrape shows each of them from the start (a counter that
+/// appears only at its first event breaks `rate()` and alerting on absence).
+pub fn refresh(snapshot: &Snapshot) {
+    for result in ["success", "failure"] {
+        counter!(CONFIG_RELOADS_TOTAL, "result" => result).increment(0);
+    }
+    for (l, state) in snapshot.listeners() {
+        let name = l.name.clone();
+        counter!(CONNECTIONS_TOTAL, "listener" => name.clone()).increment(0);
+        let open = state.active.load(Ordering::Relaxed);
+        gauge!(ACTIVE_CONNECTIONS, "listener" => name.clone()).set(open as f64);
+        for direction in ["rx", "tx"] {
+            counter!(BYTES_TOTAL, "listener" => name.clone(), "direction" => direction)
+                .increment(0);
+        }
+        if l.protocol == crate::config::Protocol::Http {
+            // Creating the handle registers the histogram; it renders with count 0.
+            let _ =
+                histogram!(REQUEST_DURATION, "listener" => name, "upstream" => l.upstream.clone());
+        }
+    }
+    for u in snapshot.upstreams.values() {
+        counter!(FAILOVERS_TOTAL, "upstream" => Arc::clone(&u.name)).increment(0);
+        for b in &u.backends {
+            let (up, addr) = (Arc::clone(&u.name), Arc::clone(&b.addr));
+            gauge!(BACKEND_HEALTHY, "upstream" => up.clone(), "backend" => addr.clone())
+                .set(if b.is_healthy() { 1.0 } else { 0.0 });
+            gauge!(BACKEND_IN_FLIGHT, "upstream" => up.clone(), "backend" => addr.clone())
+                .set(b.in_flight.load(Ordering::Relaxed) as f64);
+            for kind in Failure::ALL {
+                counter!(BACKEND_FAILURES_TOTAL, "upstream" => up.clone(),
+                    "backend" => addr.clone(), "kind" => kind.as_str())
+                .increment(0);
+            }
+            for result in ["pass", "fail"] {
+                counter!(HEALTH_CHECKS_TOTAL, "upstream" => up.clone(),
+                    "backend" => addr.clone(), "result" => result)
+                .increment(0);
+            }
+        }
+    }
+}
+
+/// The lines of `text` that belong to the running configuration: a sample whose `listener`,
+/// `upstream` or (`upstream`, `backend`) label names something `snapshot` no longer has is
+/// left out; comments and everything else pass.
+pub fn current_only(text: &str, snapshot: &Snapshot) -> String {
+    let listeners: HashSet<&str> = snapshot
+        .config
+        .listeners
+        .iter()
+        .map(|l| l.name.as_str())
+        .collect();
+    let backends: HashMap<&str, HashSet<&str>> = snapshot
+        .upstreams
+        .iter()
+        .map(|(name, u)| (name.as_str(), u.backends.iter().map(|b| &*b.addr).collect()))
+        .collect();
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        if line.starts_with('#') || is_current(line, &listeners, &backends) {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn is_current(
+    line: &str,
+    listeners: &HashSet<&str>,
+    backends: &HashMap<&str, HashSet<&str>>,
+) -> bool {
+    let labels = labels(line);
+    let get = |key: &str| {
+        labels
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.as_str())
+    };
+    if let Some(l) = get("listener")
+        && !listeners.contains(l)
+    {
+        return false;
+    }
+    match (get("upstream"), get("backend")) {
+        (Some(u), backend) => match backends.get(u) {
+            None => false,
+            Some(known) => backend.is_none_or(|b| b == "none" || known.contains(b)),
+        },
+        (None, _) => true,
+    }
+}
+
+/// The labels of one sample line, `name{k="v",...} value`, values unescaped.
+fn labels(line: &str) -> Vec<(&str, String)> {
+    let mut out = Vec::new();
+    let Some(open) = line.find('{') else {
+        return out;
+    };
+    let mut rest = line.get(open + 1..).unwrap_or("");
+    while let Some(eq) = rest.find("=\"") {
+        let key = rest.get(..eq).unwrap_or("").trim_start_matches(',');
+        let mut value = String::new();
+        let mut chars = rest.get(eq + 2..).unwrap_or("").char_indices();
+        let mut end = None;
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some((_, 'n')) => value.push('\n'),
+                    Some((_, other)) => value.push(other),
+                    None => break,
+                },
+                '"' => {
+                    end = Some(eq + 2 + i + 1);
+                    break;
+                }
+                other => value.push(other),
+            }
+        }
+        let Some(end) = end else {
+            break;
+        };
+        out.push((key, value));
+        rest = rest.get(end..).unwrap_or("");
+        if rest.starts_with('}') {
+            break;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::labels;
+
+    #[test]
+    fn labels_are_read_with_their_escapes() {
+        let line = r#"fulcrum_x{upstream="a\"b",backend="10.0.0.1:80"} 1"#;
+        let got = labels(line);
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0], ("upstream", "a\"b".to_owned()));
+        assert_eq!(got[1], ("backend", "10.0.0.1:80".to_owned()));
+        assert!(labels("fulcrum_y 3").is_empty());
+    }
+}

@@ -1,0 +1,68 @@
+//! One request: its upstream from the snapshot current when it arrives, the answer (the
+//! backend's or fulcrum's own), its metrics and access log line.
+
+use std::sync::Arc;
+
+use http::{Request, Response, StatusCode};
+use hyper::body::{Body, Incoming};
+use tokio::time::Instant;
+
+use super::body::{RespBody, local, respond};
+use super::forward::forward;
+use super::serve::Conn;
+use crate::proxy::activity::InProgress;
+
+/// One request: route, pick, send with failover, and answer.
+pub(super) async fn handle(
+    req: Request<Incoming>,
+    conn: &Conn,
+    in_progress: InProgress,
+) -> Response<RespBody> {
+    let started = Instant::now();
+    let snapshot = conn.live.load();
+    let Some(upstream) = snapshot
+        .listener(&conn.client.listener)
+        .and_then(|(_, state)| state.upstream.as_ref())
+    else {
+        return local(StatusCode::SERVICE_UNAVAILABLE, in_progress);
+    };
+    // Only the access log needs these; skip the copies when it is off.
+    let access = snapshot
+        .config
+        .log
+        .access
+        .then(|| (req.method().clone(), req.uri().path().to_owned()));
+    let (resp, backend) = match forward(req, conn, upstream).await {
+        Ok(f) => {
+            let backend = Arc::clone(&f.backend);
+            (respond(f, upstream, in_progress), Some(backend))
+        }
+        Err((status, last)) => (local(status, in_progress), last),
+    };
+    let status = resp.status();
+    crate::metrics::request(
+        &conn.client.listener,
+        &upstream.name,
+        backend.as_deref(),
+        status,
+        started.elapsed(),
+    );
+    if let Some((method, path)) = access {
+        tracing::info!(
+            target: "access",
+            listener = %conn.client.listener,
+            client = %conn.client.addrs.client,
+            method = %method,
+            path = %path,
+            status = status.as_u16(),
+            upstream = %upstream.name,
+            backend = backend.as_ref().map_or("none", |b| &*b.addr),
+            duration_us = started.elapsed().as_micros() as u64,
+            // The response body's size when known up front (Content-Length); streamed
+            // bodies are counted in `bytes_total` instead.
+            bytes = resp.body().size_hint().exact(),
+            "http request"
+        );
+    }
+    resp
+}
