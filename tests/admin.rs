@@ -7,7 +7,7 @@ mod web;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
-use support::{Fulcrum, closed_addr, free_port, wait_for_async};
+use support::{Fulcrum, Toml, closed_addr, free_port, wait_for_async};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use web::{Sample, get, http_backend, parse_prometheus, value};
@@ -22,7 +22,7 @@ struct Ports {
 
 /// `web` (http) and `l4` (tcp) proxy to `app` = [live, dead]; `lonely` (http) proxies to an
 /// upstream whose only backend refuses. Passive failures only, so tests control health.
-fn config(live: SocketAddr, dead: SocketAddr, extra: &str) -> (String, Ports) {
+fn config(live: SocketAddr, dead: SocketAddr) -> (Toml, Ports) {
     let p = || SocketAddr::from(([127, 0, 0, 1], free_port()));
     let ports = Ports {
         admin: p(),
@@ -30,46 +30,15 @@ fn config(live: SocketAddr, dead: SocketAddr, extra: &str) -> (String, Ports) {
         l4: p(),
         lonely: p(),
     };
-    let toml = format!(
-        r#"
-[runtime]
-worker_threads = 2
-{extra}
-
-[admin]
-bind = "{admin}"
-
-[[listener]]
-name = "web"
-bind = "{web}"
-protocol = "http"
-upstream = "app"
-
-[[listener]]
-name = "l4"
-bind = "{l4}"
-protocol = "tcp"
-upstream = "app"
-
-[[listener]]
-name = "lonely"
-bind = "{lonely}"
-protocol = "http"
-upstream = "lonely"
-
-[upstream.app]
-backends = [{{ addr = "{live}", weight = 2 }}, {{ addr = "{dead}" }}]
-health = {{ check = "none", interval = "1h" }}
-
-[upstream.lonely]
-backends = [{{ addr = "{dead}" }}]
-health = {{ check = "none", interval = "1h" }}
-"#,
-        admin = ports.admin,
-        web = ports.web,
-        l4 = ports.l4,
-        lonely = ports.lonely,
-    );
+    let toml = Toml::new()
+        .admin(ports.admin.port())
+        .listener("web", ports.web.port(), "http", "app")
+        .listener("l4", ports.l4.port(), "tcp", "app")
+        .listener("lonely", ports.lonely.port(), "http", "lonely")
+        .upstream("app", [(live, 2), (dead, 1)])
+        .health("check = \"none\"\ninterval = \"1h\"")
+        .upstream("lonely", [dead])
+        .health("check = \"none\"\ninterval = \"1h\"");
     (toml, ports)
 }
 
@@ -106,7 +75,7 @@ async fn mark_dead_down(ports: &Ports, dead: SocketAddr) {
 async fn metrics_list_every_family_with_its_labels() {
     let live = http_backend("live").await;
     let dead = closed_addr();
-    let (toml, ports) = config(live, dead, "");
+    let (toml, ports) = config(live, dead);
     let _f = Fulcrum::start(&toml);
     get(ports.web, "/").await.expect("one request");
     let samples = scrape(ports.admin).await;
@@ -200,7 +169,7 @@ async fn metrics_list_every_family_with_its_labels() {
 async fn counters_and_health_gauges_follow_traffic_failovers_and_reloads() {
     let live = http_backend("live").await;
     let dead = closed_addr();
-    let (toml, ports) = config(live, dead, "");
+    let (toml, ports) = config(live, dead);
     let f = Fulcrum::start(&toml);
     let (live_s, dead_s) = (live.to_string(), dead.to_string());
     let before = scrape(ports.admin).await;
@@ -326,7 +295,7 @@ async fn counters_and_health_gauges_follow_traffic_failovers_and_reloads() {
 async fn readyz_turns_503_naming_the_upstream_that_lost_its_last_backend() {
     let live = http_backend("live").await;
     let dead = closed_addr();
-    let (toml, ports) = config(live, dead, "");
+    let (toml, ports) = config(live, dead);
     let _f = Fulcrum::start(&toml);
     assert_eq!(
         get(ports.admin, "/readyz").await.expect("readyz").0,
@@ -360,7 +329,8 @@ async fn readyz_turns_503_naming_the_upstream_that_lost_its_last_backend() {
 async fn readyz_answers_503_during_the_shutdown_delay_while_serving_goes_on() {
     let live = http_backend("live").await;
     let other = http_backend("other").await;
-    let (toml, ports) = config(live, other, "shutdown_delay = \"30s\"");
+    let (toml, ports) = config(live, other);
+    let toml = toml.runtime("shutdown_delay = \"30s\"");
     let f = Fulcrum::start(&toml);
     assert_eq!(get(ports.admin, "/readyz").await.expect("readyz").0, 200);
     f.signal(libc::SIGTERM);
@@ -380,7 +350,7 @@ async fn readyz_answers_503_during_the_shutdown_delay_while_serving_goes_on() {
 async fn status_reports_listeners_upstreams_and_live_backend_state() {
     let live = http_backend("live").await;
     let dead = closed_addr();
-    let (toml, ports) = config(live, dead, "");
+    let (toml, ports) = config(live, dead);
     let f = Fulcrum::start(&toml);
     mark_dead_down(&ports, dead).await;
     // A tcp session held open: one active connection on l4, one in flight on the live backend.
@@ -435,7 +405,7 @@ async fn status_reports_listeners_upstreams_and_live_backend_state() {
 async fn admin_paths_answer_and_unknown_ones_are_404() {
     let live = http_backend("live").await;
     let other = http_backend("other").await;
-    let (toml, ports) = config(live, other, "");
+    let (toml, ports) = config(live, other);
     let _f = Fulcrum::start(&toml);
     let (code, page) = get(ports.admin, "/").await.expect("GET /");
     assert_eq!(code, 200);
@@ -460,8 +430,8 @@ async fn admin_paths_answer_and_unknown_ones_are_404() {
 async fn json_logs_are_one_valid_json_object_per_line_with_access_lines() {
     let live = http_backend("live").await;
     let dead = closed_addr();
-    let (toml, ports) = config(live, dead, "");
-    let toml = format!("{toml}\n[log]\nformat = \"json\"\naccess = true\n");
+    let (toml, ports) = config(live, dead);
+    let toml = toml.log("format = \"json\"\naccess = true");
     let f = Fulcrum::start(&toml);
     get(ports.web, "/some/path").await.expect("request");
     let mut s = TcpStream::connect(ports.l4).await.expect("connect l4");
@@ -508,17 +478,9 @@ async fn json_logs_are_one_valid_json_object_per_line_with_access_lines() {
 async fn an_admin_bind_that_fails_stops_the_start() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let live = http_backend("live").await;
-    let (toml, _) = config(live, closed_addr(), "");
-    let toml = toml.replace(
-        &toml[toml.find("[admin]").expect("admin")..toml.find("[[listener]]").expect("l")],
-        &format!(
-            "[admin]\nbind = \"{}\"\n\n",
-            taken.local_addr().expect("addr")
-        ),
-    );
-    let dir = support::temp_dir("admin-bind");
-    let path = dir.join("fulcrum.toml");
-    std::fs::write(&path, toml).expect("write");
+    let (toml, _) = config(live, closed_addr());
+    let toml = toml.admin(taken.local_addr().expect("addr").port());
+    let path = toml.write(&support::temp_dir("admin-bind"));
     let mut f = Fulcrum::spawn(&path);
     f.wait_for_log("[admin]: cannot bind");
     assert_eq!(

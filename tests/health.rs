@@ -6,7 +6,7 @@ mod support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use support::{Fulcrum, HealthBackend, free_port, http_get, wait_for_async};
+use support::{Fulcrum, HealthBackend, Toml, free_port, http_get, wait_for_async};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -31,45 +31,19 @@ fn start(backends: &[&HealthBackend], check: &str, extra: &str) -> Proxy {
     }
 }
 
-fn config(http: u16, tcp: u16, backends: &[&HealthBackend], check: &str, extra: &str) -> String {
-    let list: Vec<String> = backends
-        .iter()
-        .map(|b| format!("{{ addr = \"{}\" }}", b.addr))
-        .collect();
-    format!(
-        r#"
-[runtime]
-worker_threads = 2
-shutdown_timeout = "1s"
-
-[[listener]]
-name = "web"
-bind = "127.0.0.1:{http}"
-protocol = "http"
-upstream = "app"
-
-[[listener]]
-name = "l4"
-bind = "127.0.0.1:{tcp}"
-protocol = "tcp"
-upstream = "app"
-
-[upstream.app]
-backends = [{}]
-{extra}
-
-[upstream.app.health]
-check = "{check}"
-path = "/healthz"
-interval = "{}ms"
-timeout = "{}ms"
-unhealthy_threshold = {UNHEALTHY}
-healthy_threshold = 2
-"#,
-        list.join(", "),
-        INTERVAL.as_millis(),
-        TIMEOUT.as_millis(),
-    )
+fn config(http: u16, tcp: u16, backends: &[&HealthBackend], check: &str, extra: &str) -> Toml {
+    Toml::new()
+        .runtime("shutdown_timeout = \"1s\"")
+        .listener("web", http, "http", "app")
+        .listener("l4", tcp, "tcp", "app")
+        .upstream("app", backends.iter().map(|b| b.addr))
+        .set(extra)
+        .health(&format!(
+            "check = \"{check}\"\npath = \"/healthz\"\ninterval = \"{}ms\"\ntimeout = \"{}ms\"\n\
+             unhealthy_threshold = {UNHEALTHY}\nhealthy_threshold = 2",
+            INTERVAL.as_millis(),
+            TIMEOUT.as_millis(),
+        ))
 }
 
 /// One tcp session carrying an HTTP request: the body the backend answered, or "" when the
@@ -277,7 +251,7 @@ async fn a_reload_starts_checks_of_added_backends_and_keeps_the_state_of_kept_on
     let (http, tcp) = (p.http.port(), p.tcp.port());
     std::fs::write(
         &p.fulcrum.config,
-        config(http, tcp, &[&a, &b, &c], "http", ""),
+        config(http, tcp, &[&a, &b, &c], "http", "").to_string(),
     )
     .expect("rewrite config");
     p.fulcrum.signal(libc::SIGHUP);

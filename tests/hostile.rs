@@ -7,7 +7,7 @@ mod support;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use support::{Fulcrum, Mode, free_port, get, http_backend, raw, tcp_backend};
+use support::{Fulcrum, Mode, Toml, free_port, get, http_backend, raw, tcp_backend};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -17,42 +17,16 @@ struct Ports {
     admin: u16,
 }
 
-fn config(p: &Ports, http: SocketAddr, echo: SocketAddr) -> String {
-    format!(
-        r#"
-[runtime]
-worker_threads = 2
-shutdown_timeout = "2s"
-
-[admin]
-bind = "127.0.0.1:{admin}"
-
-[[listener]]
-name = "web"
-bind = "127.0.0.1:{web}"
-protocol = "http"
-upstream = "app"
-
-[[listener]]
-name = "l4"
-bind = "127.0.0.1:{l4}"
-protocol = "tcp"
-upstream = "echo"
-
-[upstream.app]
-backends = [{{ addr = "{http}" }}]
-[upstream.app.health]
-check = "none"
-
-[upstream.echo]
-backends = [{{ addr = "{echo}" }}]
-[upstream.echo.health]
-check = "none"
-"#,
-        admin = p.admin,
-        web = p.web,
-        l4 = p.l4,
-    )
+fn config(p: &Ports, http: SocketAddr, echo: SocketAddr) -> Toml {
+    Toml::new()
+        .runtime("shutdown_timeout = \"2s\"")
+        .admin(p.admin)
+        .listener("web", p.web, "http", "app")
+        .listener("l4", p.l4, "tcp", "echo")
+        .upstream("app", [http])
+        .health("check = \"none\"")
+        .upstream("echo", [echo])
+        .health("check = \"none\"")
 }
 
 async fn setup(wrapper: &[&str]) -> (Fulcrum, Ports) {
@@ -63,9 +37,7 @@ async fn setup(wrapper: &[&str]) -> (Fulcrum, Ports) {
         l4: free_port(),
         admin: free_port(),
     };
-    let dir = support::temp_dir("hostile");
-    let path = dir.join("fulcrum.toml");
-    std::fs::write(&path, config(&p, http.addr, echo)).expect("write config");
+    let path = config(&p, http.addr, echo).write(&support::temp_dir("hostile"));
     let f = Fulcrum::spawn_wrapped(&path, wrapper);
     f.wait_for_log_count("listening", 2);
     f.wait_for_log("admin listener up");

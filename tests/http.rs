@@ -6,52 +6,27 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 
-use support::{Client, Fulcrum, free_port, get, http_backend, raw};
+use support::{Client, Fulcrum, Toml, free_port, get, http_backend, raw};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// A config with one http listener over `backends`, plus `extra` lines in the upstream and
-/// `listener_extra` in the listener.
-fn config(port: u16, backends: &[SocketAddr], extra: &str, listener_extra: &str) -> String {
-    let list: Vec<String> = backends
-        .iter()
-        .map(|a| format!("{{ addr = \"{a}\" }}"))
-        .collect();
-    format!(
-        r#"
-[runtime]
-worker_threads = 2
-shutdown_timeout = "5s"
-
-[[listener]]
-name = "web"
-bind = "127.0.0.1:{port}"
-protocol = "http"
-upstream = "app"
-{listener_extra}
-
-[upstream.app]
-backends = [{}]
-{extra}
-
-[upstream.app.health]
-check = "none"
-"#,
-        list.join(", ")
-    )
-}
 
 fn proxy(port: u16) -> SocketAddr {
     ([127, 0, 0, 1], port).into()
 }
 
+/// fulcrum with one http listener over `backends`, plus `extra` keys in the upstream and
+/// `listener_extra` in the listener.
 async fn start(
     backends: &[SocketAddr],
     extra: &str,
     listener_extra: &str,
 ) -> (Fulcrum, SocketAddr) {
     let port = free_port();
-    let f = Fulcrum::start(&config(port, backends, extra, listener_extra));
+    let toml = Toml::http(port, backends)
+        .set(extra)
+        .at("web")
+        .set(listener_extra);
+    let f = Fulcrum::start(&toml);
     (f, proxy(port))
 }
 

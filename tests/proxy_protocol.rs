@@ -7,40 +7,16 @@ mod support;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use support::{Fulcrum, free_port, http_backend, wait_for_async};
+use support::{Fulcrum, Toml, free_port, http_backend, wait_for_async};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 /// The v2 signature, 12 bytes.
 const SIG: &[u8] = b"\r\n\r\n\x00\r\nQUIT\n";
 
-/// A listener `name` on `port` serving `protocol` for upstream `upstream`.
-fn listener(name: &str, port: u16, protocol: &str, upstream: &str, extra: &str) -> String {
-    format!(
-        "[[listener]]\nname = \"{name}\"\nbind = \"127.0.0.1:{port}\"\nprotocol = \"{protocol}\"\n\
-         upstream = \"{upstream}\"\n{extra}\n"
-    )
-}
-
-/// An upstream `name` with one backend and active checks off unless `health` says otherwise.
-fn upstream(name: &str, backend: SocketAddr, extra: &str, health: &str) -> String {
-    let health = if health.is_empty() {
-        "check = \"none\""
-    } else {
-        health
-    };
-    format!(
-        "[upstream.{name}]\nbackends = [{{ addr = \"{backend}\" }}]\n{extra}\n\n\
-         [upstream.{name}.health]\n{health}\n"
-    )
-}
-
-fn start(parts: &[String]) -> Fulcrum {
-    let text = format!(
-        "[runtime]\nworker_threads = 2\nshutdown_timeout = \"2s\"\n\n{}",
-        parts.join("\n")
-    );
-    Fulcrum::start(&text)
+/// What every test's config starts from.
+fn base() -> Toml {
+    Toml::new().runtime("shutdown_timeout = \"2s\"")
 }
 
 fn at(port: u16) -> SocketAddr {
@@ -161,10 +137,13 @@ fn v2_tcp6_with_tlv() -> Vec<u8> {
 async fn announced_sources_become_x_forwarded_for_at_an_http_backend() {
     let app = http_backend("app").await;
     let port = free_port();
-    let _f = start(&[
-        listener("web", port, "http", "app", "proxy_protocol = true"),
-        upstream("app", app.addr, "", ""),
-    ]);
+    let _f = Fulcrum::start(
+        &base()
+            .listener("web", port, "http", "app")
+            .set("proxy_protocol = true")
+            .upstream("app", [app.addr])
+            .health("check = \"none\""),
+    );
     let v2_local = [SIG, b"\x20\x00\x00\x00"].concat();
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         (
@@ -202,16 +181,13 @@ async fn announced_sources_become_x_forwarded_for_at_an_http_backend() {
 async fn a_connection_without_a_valid_header_is_closed_and_reaches_no_backend() {
     let app = http_backend("app").await;
     let port = free_port();
-    let _f = start(&[
-        listener(
-            "web",
-            port,
-            "http",
-            "app",
-            "proxy_protocol = true\ntimeouts = { header_read = \"300ms\" }",
-        ),
-        upstream("app", app.addr, "", ""),
-    ]);
+    let _f = Fulcrum::start(
+        &base()
+            .listener("web", port, "http", "app")
+            .set("proxy_protocol = true\ntimeouts = { header_read = \"300ms\" }")
+            .upstream("app", [app.addr])
+            .health("check = \"none\""),
+    );
     for (what, bytes) in [
         ("plain http", GET_HEADERS.to_vec()),
         (
@@ -248,10 +224,13 @@ async fn a_connection_without_a_valid_header_is_closed_and_reaches_no_backend() 
 async fn a_header_split_across_writes_is_accepted() {
     let app = http_backend("app").await;
     let port = free_port();
-    let _f = start(&[
-        listener("web", port, "http", "app", "proxy_protocol = true"),
-        upstream("app", app.addr, "", ""),
-    ]);
+    let _f = Fulcrum::start(
+        &base()
+            .listener("web", port, "http", "app")
+            .set("proxy_protocol = true")
+            .upstream("app", [app.addr])
+            .health("check = \"none\""),
+    );
     let v1: &[&[u8]] = &[
         b"PRO",
         b"XY TCP4 192.0.2.1 198.",
@@ -297,14 +276,22 @@ async fn tcp_upstreams_send_the_client_and_listener_byte_exact() {
     let r2 = Recorder::start(false).await;
     let r3 = Recorder::start(false).await;
     let (p1, p2, p3) = (free_port(), free_port(), free_port());
-    let _f = start(&[
-        listener("l1", p1, "tcp", "v1", ""),
-        listener("l2", p2, "tcp", "v2", ""),
-        listener("l3", p3, "tcp", "v1_again", "proxy_protocol = true"),
-        upstream("v1", r1.addr, "send_proxy_protocol = \"v1\"", ""),
-        upstream("v2", r2.addr, "send_proxy_protocol = \"v2\"", ""),
-        upstream("v1_again", r3.addr, "send_proxy_protocol = \"v1\"", ""),
-    ]);
+    let _f = Fulcrum::start(
+        &base()
+            .listener("l1", p1, "tcp", "v1")
+            .listener("l2", p2, "tcp", "v2")
+            .listener("l3", p3, "tcp", "v1_again")
+            .set("proxy_protocol = true")
+            .upstream("v1", [r1.addr])
+            .set("send_proxy_protocol = \"v1\"")
+            .health("check = \"none\"")
+            .upstream("v2", [r2.addr])
+            .set("send_proxy_protocol = \"v2\"")
+            .health("check = \"none\"")
+            .upstream("v1_again", [r3.addr])
+            .set("send_proxy_protocol = \"v1\"")
+            .health("check = \"none\""),
+    );
     let send = |port: u16, prefix: Vec<u8>| async move {
         let mut s = TcpStream::connect(at(port)).await.expect("connect");
         let client = s.local_addr().expect("client addr").port();
@@ -359,12 +346,17 @@ async fn http_upstreams_send_the_header_before_the_request_byte_exact() {
     let r1 = Recorder::start(true).await;
     let r2 = Recorder::start(true).await;
     let (p1, p2) = (free_port(), free_port());
-    let _f = start(&[
-        listener("l1", p1, "http", "v1", ""),
-        listener("l2", p2, "http", "v2", ""),
-        upstream("v1", r1.addr, "send_proxy_protocol = \"v1\"", ""),
-        upstream("v2", r2.addr, "send_proxy_protocol = \"v2\"", ""),
-    ]);
+    let _f = Fulcrum::start(
+        &base()
+            .listener("l1", p1, "http", "v1")
+            .listener("l2", p2, "http", "v2")
+            .upstream("v1", [r1.addr])
+            .set("send_proxy_protocol = \"v1\"")
+            .health("check = \"none\"")
+            .upstream("v2", [r2.addr])
+            .set("send_proxy_protocol = \"v2\"")
+            .health("check = \"none\""),
+    );
     let get = |port: u16| async move {
         let mut s = TcpStream::connect(at(port)).await.expect("connect");
         let client = s.local_addr().expect("client addr").port();
@@ -405,10 +397,13 @@ async fn http_upstreams_send_the_header_before_the_request_byte_exact() {
 async fn pooled_connections_that_announced_a_client_serve_only_that_client() {
     let rec = Recorder::start(true).await;
     let port = free_port();
-    let _f = start(&[
-        listener("web", port, "http", "app", ""),
-        upstream("app", rec.addr, "send_proxy_protocol = \"v1\"", ""),
-    ]);
+    let _f = Fulcrum::start(
+        &base()
+            .listener("web", port, "http", "app")
+            .upstream("app", [rec.addr])
+            .set("send_proxy_protocol = \"v1\"")
+            .health("check = \"none\""),
+    );
     let mut ports = Vec::new();
     for _ in 0..2 {
         let mut s = TcpStream::connect(at(port)).await.expect("connect");
@@ -454,22 +449,17 @@ async fn pooled_connections_that_announced_a_client_serve_only_that_client() {
 async fn health_checks_send_unknown_or_local_headers() {
     let r1 = Recorder::start(false).await;
     let r2 = Recorder::start(true).await;
-    let _f = start(&[
-        listener("l1", free_port(), "tcp", "v1", ""),
-        listener("l2", free_port(), "http", "v2", ""),
-        upstream(
-            "v1",
-            r1.addr,
-            "send_proxy_protocol = \"v1\"",
-            "check = \"tcp\"\ninterval = \"100ms\"",
-        ),
-        upstream(
-            "v2",
-            r2.addr,
-            "send_proxy_protocol = \"v2\"",
-            "check = \"http\"\npath = \"/healthz\"\ninterval = \"100ms\"",
-        ),
-    ]);
+    let _f = Fulcrum::start(
+        &base()
+            .listener("l1", free_port(), "tcp", "v1")
+            .listener("l2", free_port(), "http", "v2")
+            .upstream("v1", [r1.addr])
+            .set("send_proxy_protocol = \"v1\"")
+            .health("check = \"tcp\"\ninterval = \"100ms\"")
+            .upstream("v2", [r2.addr])
+            .set("send_proxy_protocol = \"v2\"")
+            .health("check = \"http\"\npath = \"/healthz\"\ninterval = \"100ms\""),
+    );
     let got = r1.wait(1, |b| b.len() >= 15).await;
     assert_eq!(
         got[0], b"PROXY UNKNOWN\r\n",

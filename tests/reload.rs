@@ -8,55 +8,24 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use support::{Client, Fulcrum, Mode, free_port, get, http_backend, tcp_backend};
+use support::{Client, Fulcrum, Mode, Toml, free_port, get, http_backend, tcp_backend};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// An http listener on `web` and a tcp listener on `l4`, with `extra` appended.
-fn config(
-    web: u16,
-    l4: u16,
-    backends: &[(SocketAddr, u32)],
-    echo: SocketAddr,
-    extra: &str,
-) -> String {
-    let list: Vec<String> = backends
-        .iter()
-        .map(|(a, w)| format!("{{ addr = \"{a}\", weight = {w} }}"))
-        .collect();
-    format!(
-        r#"
-[runtime]
-worker_threads = 2
-shutdown_timeout = "5s"
-
-[[listener]]
-name = "web"
-bind = "127.0.0.1:{web}"
-protocol = "http"
-upstream = "app"
-
-[[listener]]
-name = "l4"
-bind = "127.0.0.1:{l4}"
-protocol = "tcp"
-upstream = "echo"
-
-[upstream.app]
-backends = [{}]
-[upstream.app.health]
-check = "none"
-
-[upstream.echo]
-backends = [{{ addr = "{echo}" }}]
-{extra}
-"#,
-        list.join(", ")
-    )
+/// An http listener on `web` over `app` = `backends` and a tcp listener on `l4` over `echo`;
+/// further keys go to `echo`.
+fn config(web: u16, l4: u16, backends: &[(SocketAddr, u32)], echo: SocketAddr) -> Toml {
+    Toml::new()
+        .runtime("shutdown_timeout = \"5s\"")
+        .listener("web", web, "http", "app")
+        .listener("l4", l4, "tcp", "echo")
+        .upstream("app", backends)
+        .health("check = \"none\"")
+        .upstream("echo", [echo])
 }
 
-fn reload(f: &Fulcrum, toml: &str, n: usize) {
-    std::fs::write(&f.config, toml).expect("rewrite config");
+fn reload(f: &Fulcrum, toml: &Toml, n: usize) {
+    std::fs::write(&f.config, toml.to_string()).expect("rewrite config");
     f.signal(libc::SIGHUP);
     support::wait_for(&format!("reload {n} to finish"), || {
         let log = f.log();
@@ -83,8 +52,8 @@ async fn twenty_reloads_under_load_drop_no_request_and_no_session() {
     let b = http_backend("b").await;
     let echo = tcp_backend("echo", Mode::Echo).await;
     let (web, l4) = (free_port(), free_port());
-    let one = config(web, l4, &[(a.addr, 1), (b.addr, 1)], echo, "");
-    let two = config(web, l4, &[(a.addr, 3), (b.addr, 1)], echo, "retries = 1");
+    let one = config(web, l4, &[(a.addr, 1), (b.addr, 1)], echo);
+    let two = config(web, l4, &[(a.addr, 3), (b.addr, 1)], echo).set("retries = 1");
     let f = Fulcrum::start(&one);
     let addr: SocketAddr = ([127, 0, 0, 1], web).into();
 
@@ -150,14 +119,10 @@ async fn weights_and_backends_added_by_a_reload_take_effect() {
     let b = http_backend("b").await;
     let echo = tcp_backend("echo", Mode::Echo).await;
     let (web, l4) = (free_port(), free_port());
-    let f = Fulcrum::start(&config(web, l4, &[(a.addr, 1)], echo, ""));
+    let f = Fulcrum::start(&config(web, l4, &[(a.addr, 1)], echo));
     let addr: SocketAddr = ([127, 0, 0, 1], web).into();
     assert_eq!(shares(addr, 4).await.get("a"), Some(&4));
-    reload(
-        &f,
-        &config(web, l4, &[(a.addr, 1), (b.addr, 3)], echo, ""),
-        1,
-    );
+    reload(&f, &config(web, l4, &[(a.addr, 1), (b.addr, 3)], echo), 1);
     let after = shares(addr, 40).await;
     assert_eq!(after.get("a"), Some(&10), "new weights apply: {after:?}");
     assert_eq!(
@@ -176,17 +141,19 @@ async fn a_removed_listener_finishes_its_slow_request_and_refuses_new_clients() 
     let a = http_backend("a").await;
     let echo = tcp_backend("echo", Mode::Echo).await;
     let (web, l4) = (free_port(), free_port());
-    let f = Fulcrum::start(&config(web, l4, &[(a.addr, 1)], echo, ""));
+    let f = Fulcrum::start(&config(web, l4, &[(a.addr, 1)], echo));
     let addr: SocketAddr = ([127, 0, 0, 1], web).into();
     let slow = tokio::spawn(async move { get(addr, "/sleep/1500").await });
     support::wait_for("the slow request to reach the backend", || {
         (a.requests.load(Ordering::Relaxed) >= 1).then_some(())
     });
     // The same file without the http listener.
-    let without_web = config(web, l4, &[(a.addr, 1)], echo, "").replace(
-        &format!("name = \"web\"\nbind = \"127.0.0.1:{web}\""),
-        &format!("name = \"other\"\nbind = \"127.0.0.1:{}\"", free_port()),
-    );
+    let without_web = config(web, l4, &[(a.addr, 1)], echo)
+        .at("web")
+        .set(&format!(
+            "name = \"other\"\nbind = \"127.0.0.1:{}\"",
+            free_port()
+        ));
     reload(&f, &without_web, 1);
     assert!(f.log().contains("listener \"web\" removed"), "{}", f.log());
     support::wait_for_async("the removed listener's port to refuse", || async {
@@ -205,18 +172,17 @@ async fn invalid_files_keep_the_running_configuration() {
     let a = http_backend("a").await;
     let echo = tcp_backend("echo", Mode::Echo).await;
     let (web, l4) = (free_port(), free_port());
-    let good = config(web, l4, &[(a.addr, 1)], echo, "");
+    let good = config(web, l4, &[(a.addr, 1)], echo);
     let f = Fulcrum::start(&good);
     let addr: SocketAddr = ([127, 0, 0, 1], web).into();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let taken_port = taken.local_addr().expect("addr").port();
     let bad = [
-        good.replace("protocol = \"http\"", "protocol = \"htp\""),
-        good.replace("[upstream.app]", "[upstream.app]\nbogus = 1"),
-        good.replace(
-            &format!("bind = \"127.0.0.1:{l4}\""),
-            &format!("bind = \"127.0.0.1:{taken_port}\""),
-        ),
+        good.clone().at("web").set("protocol = \"htp\""),
+        good.clone().at("app").set("bogus = 1"),
+        good.clone()
+            .at("l4")
+            .set(&format!("bind = \"127.0.0.1:{taken_port}\"")),
     ];
     for (i, text) in bad.iter().enumerate() {
         reload(&f, text, i + 1);
@@ -247,17 +213,14 @@ async fn watch_config_reloads_when_a_symlinked_file_is_swapped() {
     let echo = tcp_backend("echo", Mode::Echo).await;
     let (web, l4) = (free_port(), free_port());
     let watch = |backends: &[(SocketAddr, u32)]| {
-        config(web, l4, backends, echo, "").replace(
-            "shutdown_timeout = \"5s\"",
-            "shutdown_timeout = \"5s\"\nwatch_config = true",
-        )
+        config(web, l4, backends, echo).runtime("watch_config = true")
     };
     // The ConfigMap layout: fulcrum.toml -> ..data/fulcrum.toml, ..data -> v1.
     let dir = support::temp_dir("watch");
     std::fs::create_dir_all(dir.join("v1")).expect("v1");
     std::fs::create_dir_all(dir.join("v2")).expect("v2");
-    std::fs::write(dir.join("v1/fulcrum.toml"), watch(&[(a.addr, 1)])).expect("v1 file");
-    std::fs::write(dir.join("v2/fulcrum.toml"), watch(&[(b.addr, 1)])).expect("v2 file");
+    watch(&[(a.addr, 1)]).write(&dir.join("v1"));
+    watch(&[(b.addr, 1)]).write(&dir.join("v2"));
     std::os::unix::fs::symlink("v1", dir.join("..data")).expect("..data");
     std::os::unix::fs::symlink("..data/fulcrum.toml", dir.join("fulcrum.toml")).expect("link");
     let f = Fulcrum::spawn(&dir.join("fulcrum.toml"));
@@ -279,10 +242,9 @@ async fn max_connections_still_counts_connections_from_before_a_reload() {
     let a = http_backend("a").await;
     let echo = tcp_backend("echo", Mode::Echo).await;
     let (web, l4) = (free_port(), free_port());
-    let text = config(web, l4, &[(a.addr, 1)], echo, "").replace(
-        "protocol = \"tcp\"",
-        "protocol = \"tcp\"\nmax_connections = 2",
-    );
+    let text = config(web, l4, &[(a.addr, 1)], echo)
+        .at("l4")
+        .set("max_connections = 2");
     let f = Fulcrum::start(&text);
     async fn echoes(s: &mut TcpStream) -> bool {
         if s.write_all(b"x").await.is_err() {

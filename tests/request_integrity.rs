@@ -13,14 +13,14 @@ use std::sync::{Arc, Mutex};
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
-use support::{Fulcrum, free_port, http_config, raw};
+use support::{Fulcrum, Toml, free_port, raw};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use wire::{Case, Framing, echo_backend, sha_hex};
 
 fn start(backend: SocketAddr) -> (Fulcrum, SocketAddr) {
     let port = free_port();
-    let f = Fulcrum::start(&http_config(port, &[backend], "", "", ""));
+    let f = Fulcrum::start(&Toml::http(port, &[backend]));
     (f, ([127, 0, 0, 1], port).into())
 }
 

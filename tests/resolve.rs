@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::Ordering;
 
-use support::{Fulcrum, HttpBackend, free_port, get, http_backend_on, wait_for, wait_for_async};
+use support::{
+    Fulcrum, HttpBackend, Toml, free_port, get, http_backend_on, wait_for, wait_for_async,
+};
 
 const NAME: &str = "app.fulcrum.test";
 
@@ -57,9 +59,8 @@ impl Hosts {
 }
 
 /// Starts fulcrum with `toml` in a mount namespace that sees `hosts` as `/etc/hosts`.
-fn start(dir: &Path, hosts: &Hosts, toml: &str) -> Fulcrum {
-    let config = dir.join("fulcrum.toml");
-    std::fs::write(&config, toml).expect("write config");
+fn start(dir: &Path, hosts: &Hosts, toml: &Toml) -> Fulcrum {
+    let config = toml.write(dir);
     let nsswitch = dir.join("nsswitch.conf");
     std::fs::write(&nsswitch, "hosts: files\n").expect("write nsswitch.conf");
     let script = format!(
@@ -74,29 +75,12 @@ fn start(dir: &Path, hosts: &Hosts, toml: &str) -> Fulcrum {
     Fulcrum::spawn_command(command, &config)
 }
 
-fn config(web: u16, port: u16, interval: &str) -> String {
-    format!(
-        r#"
-[runtime]
-worker_threads = 2
-
-[[listener]]
-name = "web"
-bind = "127.0.0.1:{web}"
-protocol = "http"
-upstream = "app"
-
-[upstream.app]
-backends = [{{ addr = "{NAME}:{port}" }}]
-resolve_interval = "{interval}"
-retries = 2
-
-[upstream.app.health]
-check = "none"
-interval = "1h"
-unhealthy_threshold = 1
-"#
-    )
+fn config(web: u16, port: u16, interval: &str) -> Toml {
+    Toml::new()
+        .listener("web", web, "http", "app")
+        .upstream("app", [format!("{NAME}:{port}")])
+        .set(&format!("resolve_interval = \"{interval}\"\nretries = 2"))
+        .health("check = \"none\"\ninterval = \"1h\"\nunhealthy_threshold = 1")
 }
 
 /// A port free on 127.0.0.2, .3 and .4 at once.

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use support::{DEADLINE, Fulcrum, free_port, http_config, raw};
+use support::{DEADLINE, Fulcrum, Toml, free_port, raw};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -50,13 +50,12 @@ struct Setup {
 fn start(backend: SocketAddr, unhealthy_threshold: u32) -> Setup {
     let port = free_port();
     let admin = free_port();
-    let fulcrum = Fulcrum::start(&http_config(
-        port,
-        &[backend],
-        "retries = 0",
-        &format!("unhealthy_threshold = {unhealthy_threshold}"),
-        &format!("[admin]\nbind = \"127.0.0.1:{admin}\""),
-    ));
+    let fulcrum = Fulcrum::start(
+        &Toml::http(port, &[backend])
+            .set("retries = 0")
+            .health(&format!("unhealthy_threshold = {unhealthy_threshold}"))
+            .admin(admin),
+    );
     Setup {
         fulcrum,
         addr: ([127, 0, 0, 1], port).into(),

@@ -7,30 +7,16 @@ mod support;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 
-use support::{Client, Fulcrum, free_port, get, http_backend};
+use support::{Client, Fulcrum, Toml, free_port, get, http_backend};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-fn config(port: u16, backend: SocketAddr, runtime: &str) -> String {
-    format!(
-        r#"
-[runtime]
-worker_threads = 2
-{runtime}
-
-[[listener]]
-name = "web"
-bind = "127.0.0.1:{port}"
-protocol = "http"
-upstream = "app"
-
-[upstream.app]
-backends = [{{ addr = "{backend}" }}]
-response_timeout = "120s"
-[upstream.app.health]
-check = "none"
-"#
-    )
+/// Each test sets its own shutdown timing in `runtime`; no slow request here reaches the
+/// response timeout.
+fn config(port: u16, backend: SocketAddr, runtime: &str) -> Toml {
+    Toml::http(port, &[backend])
+        .set("response_timeout = \"120s\"")
+        .runtime(runtime)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

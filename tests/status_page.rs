@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::Duration;
 
-use support::{Fulcrum, closed_addr, free_port, temp_dir, wait_for_async};
+use support::{Fulcrum, Toml, closed_addr, free_port, temp_dir, wait_for_async};
 use web::{get, http_backend};
 
 /// One Chromium run; a hung browser is killed, and the caller's poll tries again.
@@ -80,22 +80,13 @@ async fn the_status_page_shows_every_backend_with_its_health_in_a_browser() {
     let dead = closed_addr();
     let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let web = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let _f = Fulcrum::start(&format!(
-        r#"
-[admin]
-bind = "{admin}"
-
-[[listener]]
-name = "web"
-bind = "{web}"
-protocol = "http"
-upstream = "app"
-
-[upstream.app]
-backends = [{{ addr = "{live}", weight = 3 }}, {{ addr = "{dead}" }}]
-health = {{ check = "none", interval = "1h" }}
-"#
-    ));
+    let _f = Fulcrum::start(
+        &Toml::new()
+            .admin(admin.port())
+            .listener("web", web.port(), "http", "app")
+            .upstream("app", [(live, 3), (dead, 1)])
+            .health("check = \"none\"\ninterval = \"1h\""),
+    );
     // Passive failures mark the refusing backend down.
     wait_for_async("the refusing backend to be marked down", || async {
         let _ = get(web, "/").await;

@@ -5,34 +5,17 @@ mod support;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use support::{Fulcrum, Mode, free_port, read_tag, tcp_backend};
+use support::{Fulcrum, Mode, Toml, free_port, read_tag, tcp_backend};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-fn config(port: u16, balance: &str, backends: &[(SocketAddr, u32)], extra: &str) -> String {
-    let list: Vec<String> = backends
-        .iter()
-        .map(|(a, w)| format!("{{ addr = \"{a}\", weight = {w} }}"))
-        .collect();
-    format!(
-        r#"
-[runtime]
-worker_threads = 2
-shutdown_timeout = "10s"
-
-[[listener]]
-name = "l4"
-bind = "127.0.0.1:{port}"
-protocol = "tcp"
-upstream = "app"
-
-[upstream.app]
-balance = "{balance}"
-backends = [{}]
-{extra}
-"#,
-        list.join(", ")
-    )
+/// A tcp listener over upstream `app`; further keys go to `app`.
+fn config(port: u16, balance: &str, backends: &[(SocketAddr, u32)]) -> Toml {
+    Toml::new()
+        .runtime("shutdown_timeout = \"10s\"")
+        .listener("l4", port, "tcp", "app")
+        .upstream("app", backends)
+        .set(&format!("balance = \"{balance}\""))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -40,7 +23,7 @@ async fn weights_3_to_1_give_exactly_3_to_1_over_sequential_sessions() {
     let a = tcp_backend("a", Mode::TagThenClose).await;
     let b = tcp_backend("b", Mode::TagThenClose).await;
     let port = free_port();
-    let _f = Fulcrum::start(&config(port, "round_robin", &[(a, 3), (b, 1)], ""));
+    let _f = Fulcrum::start(&config(port, "round_robin", &[(a, 3), (b, 1)]));
     let proxy: SocketAddr = ([127, 0, 0, 1], port).into();
     let mut counts: HashMap<String, u32> = HashMap::new();
     for _ in 0..40 {
@@ -64,7 +47,7 @@ async fn least_load_sends_new_sessions_away_from_a_backend_holding_long_ones() {
     let slow = tcp_backend("slow", Mode::TagThenHold).await;
     let fast = tcp_backend("fast", Mode::TagThenClose).await;
     let port = free_port();
-    let _f = Fulcrum::start(&config(port, "least_load", &[(slow, 1), (fast, 1)], ""));
+    let _f = Fulcrum::start(&config(port, "least_load", &[(slow, 1), (fast, 1)]));
     let proxy: SocketAddr = ([127, 0, 0, 1], port).into();
     let mut held = Vec::new();
     let mut slow_count = 0;
@@ -96,12 +79,8 @@ async fn with_one_backend_port_closed_every_session_succeeds_by_failover() {
     let live = tcp_backend("live", Mode::TagThenClose).await;
     let dead = support::closed_addr();
     let port = free_port();
-    let _f = Fulcrum::start(&config(
-        port,
-        "round_robin",
-        &[(dead, 1), (live, 1)],
-        "retries = 1",
-    ));
+    let _f =
+        Fulcrum::start(&config(port, "round_robin", &[(dead, 1), (live, 1)]).set("retries = 1"));
     let proxy: SocketAddr = ([127, 0, 0, 1], port).into();
     for i in 0..100 {
         let tag = read_tag(proxy).await.expect("session through fulcrum");
@@ -116,7 +95,7 @@ async fn with_one_backend_port_closed_every_session_succeeds_by_failover() {
 async fn a_50_mib_stream_passes_byte_exact() {
     let echo = tcp_backend("echo", Mode::Echo).await;
     let port = free_port();
-    let _f = Fulcrum::start(&config(port, "round_robin", &[(echo, 1)], ""));
+    let _f = Fulcrum::start(&config(port, "round_robin", &[(echo, 1)]));
     let s = TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connect");
@@ -141,7 +120,7 @@ async fn a_50_mib_stream_passes_byte_exact() {
 async fn a_half_close_is_passed_on_and_the_answer_still_arrives() {
     let counter = tcp_backend("count", Mode::CountThenAnswer).await;
     let port = free_port();
-    let _f = Fulcrum::start(&config(port, "round_robin", &[(counter, 1)], ""));
+    let _f = Fulcrum::start(&config(port, "round_robin", &[(counter, 1)]));
     let mut s = TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connect");
@@ -174,8 +153,8 @@ async fn a_backend_half_close_reaches_the_client_which_can_still_send() {
     });
     let port = free_port();
     // No health probe: it would be the one connection this backend accepts.
-    let no_probe = "[upstream.app.health]\ncheck = \"none\"";
-    let _f = Fulcrum::start(&config(port, "round_robin", &[(addr, 1)], no_probe));
+    let toml = config(port, "round_robin", &[(addr, 1)]).health("check = \"none\"");
+    let _f = Fulcrum::start(&toml);
     let mut s = TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connect");
@@ -201,7 +180,7 @@ async fn a_backend_half_close_reaches_the_client_which_can_still_send() {
 async fn sigterm_lets_an_open_session_finish_then_exits_0() {
     let echo = tcp_backend("echo", Mode::Echo).await;
     let port = free_port();
-    let mut f = Fulcrum::start(&config(port, "round_robin", &[(echo, 1)], ""));
+    let mut f = Fulcrum::start(&config(port, "round_robin", &[(echo, 1)]));
     let mut s = TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connect");
@@ -234,12 +213,7 @@ async fn sigterm_lets_an_open_session_finish_then_exits_0() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_every_backend_down_the_client_is_closed() {
     let port = free_port();
-    let _f = Fulcrum::start(&config(
-        port,
-        "round_robin",
-        &[(support::closed_addr(), 1)],
-        "",
-    ));
+    let _f = Fulcrum::start(&config(port, "round_robin", &[(support::closed_addr(), 1)]));
     let mut s = TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connect");

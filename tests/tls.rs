@@ -13,7 +13,9 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, ServerName};
-use support::{Fulcrum, Mode, free_port, http_backend, tcp_backend, temp_dir, wait_for_async};
+use support::{
+    Fulcrum, Mode, Toml, free_port, http_backend, tcp_backend, temp_dir, wait_for_async,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::client::TlsStream;
@@ -146,59 +148,33 @@ async fn get_over(s: TlsStream<TcpStream>, path: &str) -> (u16, String) {
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
-/// A fulcrum config: one listener (`protocol`, with `listener_extra`, e.g. its TLS table) and
-/// one upstream over `backends` (with `upstream_extra`, e.g. its TLS table).
+/// A fulcrum config: one listener (`protocol`; `listener_tls` keys make it terminate TLS)
+/// and one upstream over `backends` (`upstream_tls` keys: TLS to the backends).
 fn config(
     port: u16,
     protocol: &str,
-    listener_extra: &str,
+    listener_tls: &str,
     backends: &[SocketAddr],
-    upstream_extra: &str,
-) -> String {
-    let list: Vec<String> = backends
-        .iter()
-        .map(|a| format!("{{ addr = \"{a}\" }}"))
-        .collect();
-    format!(
-        r#"
-[runtime]
-worker_threads = 2
-shutdown_timeout = "5s"
-
-[log]
-level = "debug"
-
-[[listener]]
-name = "web"
-bind = "127.0.0.1:{port}"
-protocol = "{protocol}"
-upstream = "app"
-
-{listener_extra}
-
-[upstream.app]
-backends = [{}]
-retries = 1
-
-[upstream.app.health]
-check = "none"
-
-{upstream_extra}
-"#,
-        list.join(", ")
-    )
+    upstream_tls: &str,
+) -> Toml {
+    Toml::new()
+        .runtime("shutdown_timeout = \"5s\"")
+        .log("level = \"debug\"")
+        .listener("web", port, protocol, "app")
+        .tls(listener_tls)
+        .upstream("app", backends)
+        .set("retries = 1")
+        .health("check = \"none\"")
+        .tls(upstream_tls)
 }
 
 fn proxy(port: u16) -> SocketAddr {
     ([127, 0, 0, 1], port).into()
 }
 
-/// A listener TLS table with `certs` (TOML entries) and `extra` keys.
+/// The keys of a listener's `tls` table: `certs` (TOML entries) and `extra` keys.
 fn listener_tls(certs: &[String], extra: &str) -> String {
-    format!(
-        "[listener.tls]\ncertificates = [{}]\n{extra}\n",
-        certs.join(", ")
-    )
+    format!("certificates = [{}]\n{extra}", certs.join(", "))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -548,7 +524,7 @@ async fn tls_backends_are_verified_and_an_untrusted_one_is_failed_over() {
     let good = tls_backend(&ca.leaf(&["127.0.0.1"]), "verified").await;
     let untrusted = tls_backend(&other_ca.leaf(&["127.0.0.1"]), "untrusted").await;
     let ca_path = ca.write(&dir);
-    let upstream_tls = format!("[upstream.app.tls]\nca = '{}'\n", ca_path.display());
+    let upstream_tls = format!("ca = '{}'", ca_path.display());
     let port = free_port();
     let f = Fulcrum::start(&config(port, "http", "", &[untrusted, good], &upstream_tls));
     for i in 0..4 {
@@ -574,7 +550,7 @@ async fn a_backend_certificate_signed_by_another_ca_gets_502() {
     let untrusted = tls_backend(&other_ca.leaf(&["backend.internal"]), "untrusted").await;
     let ca_path = ca.write(&dir);
     let upstream_tls = format!(
-        "[upstream.app.tls]\nserver_name = \"backend.internal\"\nca = '{}'\n",
+        "server_name = \"backend.internal\"\nca = '{}'",
         ca_path.display()
     );
     let port = free_port();
@@ -594,7 +570,7 @@ async fn a_tls_backend_named_by_server_name_serves_http_and_tcp() {
     let backend = tls_backend(&ca.leaf(&["backend.internal"]), "named").await;
     let ca_path = ca.write(&dir);
     let upstream_tls = format!(
-        "[upstream.app.tls]\nserver_name = \"backend.internal\"\nca = '{}'\n",
+        "server_name = \"backend.internal\"\nca = '{}'",
         ca_path.display()
     );
     let port = free_port();
@@ -678,19 +654,13 @@ async fn http_checks_of_a_tls_upstream_speak_verified_tls() {
     let good = tls_backend(&ca.leaf(&["127.0.0.1"]), "verified").await;
     let untrusted = tls_backend(&other_ca.leaf(&["127.0.0.1"]), "untrusted").await;
     let ca_path = ca.write(&dir);
-    let upstream_tls = format!("[upstream.app.tls]\nca = '{}'\n", ca_path.display());
+    let upstream_tls = format!("ca = '{}'", ca_path.display());
     let port = free_port();
     let admin = free_port();
-    let text = config(port, "http", "", &[good, untrusted], &upstream_tls)
-        .replace(
-            "check = \"none\"",
-            "check = \"http\"\ninterval = \"100ms\"\nunhealthy_threshold = 1",
-        )
-        .replace(
-            "[log]",
-            &format!("[admin]\nbind = \"127.0.0.1:{admin}\"\n\n[log]"),
-        );
-    let f = Fulcrum::start(&text);
+    let toml = config(port, "http", "", &[good, untrusted], &upstream_tls)
+        .health("check = \"http\"\ninterval = \"100ms\"\nunhealthy_threshold = 1")
+        .admin(admin);
+    let f = Fulcrum::start(&toml);
     // The untrusted backend's check fails its verification: checks do run over TLS.
     f.wait_for_log(&format!("backend down upstream=app addr={untrusted}"));
     let passed = format!(

@@ -3,7 +3,7 @@
 //! anything here.
 //!
 //! `raw.rs` holds the serde shapes of the file (`deny_unknown_fields`, spans kept where a
-//! later check needs a location); `validate.rs` turns them into these types; `pem.rs` loads
+//! later check needs a location); `validate/` turns them into these types; `pem.rs` loads
 //! and checks the TLS files they name; `error.rs` renders every problem as
 //! `PATH:LINE:COL: what is wrong and how to fix it`.
 

@@ -2,7 +2,7 @@
 //! every key as named consts.
 //!
 //! Nothing here judges a value: enums, durations and addresses stay text, numbers stay `i64`,
-//! so that `validate.rs` can say which key of which listener or upstream is wrong, with the
+//! so that `validate/` can say which key of which listener or upstream is wrong, with the
 //! bad value and the range. `deny_unknown_fields` everywhere: a typo must not pass silently.
 //! Values that a later check needs to point at are kept `Spanned`.
 
@@ -173,7 +173,7 @@ pub struct RawHealth {
     pub healthy_threshold: Option<Spanned<i64>>,
 }
 
-/// The text of a duration such as `"250ms"`; parsed in `validate.rs`. Only a string is
+/// The text of a duration such as `"250ms"`; parsed in `validate/values.rs`. Only a string is
 /// accepted, so that `timeout = 5` fails with a message that shows the right form instead of
 /// guessing a unit.
 #[derive(Debug, Clone, PartialEq, Eq)]

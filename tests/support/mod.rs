@@ -3,6 +3,10 @@
 
 #![allow(dead_code)]
 
+mod config;
+
+pub use config::Toml;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -34,29 +38,6 @@ pub fn free_port() -> u16 {
         }
     }
     panic!("no free port between {LOW} and {}", LOW + SPAN);
-}
-
-/// A config with one http listener `web` on 127.0.0.1:`port` in front of upstream `app` over
-/// `backends`, passive health only. `upstream` lines go into `[upstream.app]`, `health` lines
-/// into its `[upstream.app.health]`, and `tail` (whole tables, e.g. `[admin]`) at the end.
-pub fn http_config(
-    port: u16,
-    backends: &[SocketAddr],
-    upstream: &str,
-    health: &str,
-    tail: &str,
-) -> String {
-    let list: Vec<String> = backends
-        .iter()
-        .map(|a| format!("{{ addr = \"{a}\" }}"))
-        .collect();
-    format!(
-        "[runtime]\nworker_threads = 2\nshutdown_timeout = \"5s\"\n\n\
-         [[listener]]\nname = \"web\"\nbind = \"127.0.0.1:{port}\"\nprotocol = \"http\"\nupstream = \"app\"\n\n\
-         [upstream.app]\nbackends = [{}]\n{upstream}\n\n\
-         [upstream.app.health]\ncheck = \"none\"\n{health}\n\n{tail}\n",
-        list.join(", ")
-    )
 }
 
 /// An address on 127.0.0.1 that refuses connections.
@@ -116,12 +97,10 @@ pub struct Fulcrum {
 impl Fulcrum {
     /// Writes `toml` to a file and starts `fulcrum -c FILE`; returns once every listener in
     /// the file logged that it is listening.
-    pub fn start(toml: &str) -> Fulcrum {
-        let dir = temp_dir("conf");
-        let config = dir.join("fulcrum.toml");
-        std::fs::write(&config, toml).expect("write config");
+    pub fn start(toml: &Toml) -> Fulcrum {
+        let config = toml.write(&temp_dir("conf"));
         let f = Fulcrum::spawn(&config);
-        let listeners = toml.matches("[[listener]]").count();
+        let listeners = toml.to_string().matches("[[listener]]").count();
         f.wait_for_log_count("listening", listeners);
         f
     }

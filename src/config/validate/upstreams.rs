@@ -1,0 +1,141 @@
+//! `[upstream.NAME]`: balance, backends (each address once), timeouts, retries and the
+//! PROXY header sent; its `tls` and `health` tables are checked in their own files.
+
+use super::Cx;
+use crate::config::addr::parse_backend_addr;
+use crate::config::error::quote;
+use crate::config::raw;
+use crate::config::{BackendConf, Balance, ConfigError, ProxyProtocol, Upstream};
+use std::ops::RangeInclusive;
+use toml::Spanned;
+
+const WEIGHT: RangeInclusive<i64> = 1..=1000;
+/// More retries than this only add latency: each one is a different backend.
+const RETRIES: RangeInclusive<i64> = 0..=100;
+
+impl Cx<'_> {
+    pub(super) fn upstream(
+        &mut self,
+        name: Spanned<String>,
+        u: raw::RawUpstream,
+    ) -> Result<Upstream, ConfigError> {
+        if name.get_ref().trim().is_empty() {
+            return Err(self.err(
+                name.span(),
+                "upstream name is empty (name the table, e.g. [upstream.app])".to_owned(),
+            ));
+        }
+        let name = name.into_inner();
+        let ctx = format!("upstream {}: ", quote(&name));
+        let balance = self.choice(
+            &ctx,
+            "balance",
+            u.balance,
+            raw::DEFAULT_BALANCE,
+            &[
+                ("round_robin", Balance::RoundRobin),
+                ("least_load", Balance::LeastLoad),
+            ],
+        )?;
+        if u.backends.get_ref().is_empty() {
+            return Err(self.err(
+                u.backends.span(),
+                format!(
+                    "{ctx}backends is empty (add at least one {{ addr = \"127.0.0.1:9001\" }})"
+                ),
+            ));
+        }
+        let mut backends: Vec<BackendConf> = Vec::with_capacity(u.backends.get_ref().len());
+        for b in u.backends.into_inner() {
+            let span = b.addr.span();
+            let backend = self.backend(&ctx, b)?;
+            let same = |o: &&BackendConf| {
+                o.port == backend.port && o.host.eq_ignore_ascii_case(&backend.host)
+            };
+            if let Some(other) = backends.iter().find(same) {
+                // Health and counters are kept per (upstream, addr): two entries would share
+                // them, and the weight says the same thing.
+                return Err(self.err(
+                    span,
+                    format!(
+                        "{ctx}backend {} is listed twice (as {} before; list it once \
+                         with a larger weight)",
+                        quote(&backend.addr),
+                        quote(&other.addr)
+                    ),
+                ));
+            }
+            backends.push(backend);
+        }
+        let send_proxy_protocol = self.choice(
+            &ctx,
+            "send_proxy_protocol",
+            u.send_proxy_protocol,
+            raw::DEFAULT_SEND_PROXY_PROTOCOL,
+            &[
+                ("off", ProxyProtocol::Off),
+                ("v1", ProxyProtocol::V1),
+                ("v2", ProxyProtocol::V2),
+            ],
+        )?;
+        let tls = match u.tls {
+            Some(t) => Some(self.upstream_tls(&ctx, t)?),
+            None => None,
+        };
+        Ok(Upstream {
+            balance,
+            backends,
+            resolve_interval: self.duration(
+                &ctx,
+                "resolve_interval",
+                u.resolve_interval,
+                raw::DEFAULT_RESOLVE_INTERVAL,
+                false,
+            )?,
+            connect_timeout: self.duration(
+                &ctx,
+                "connect_timeout",
+                u.connect_timeout,
+                raw::DEFAULT_CONNECT_TIMEOUT,
+                true,
+            )?,
+            response_timeout: self.duration(
+                &ctx,
+                "response_timeout",
+                u.response_timeout,
+                raw::DEFAULT_RESPONSE_TIMEOUT,
+                true,
+            )?,
+            retries: self.int(&ctx, "retries", u.retries, raw::DEFAULT_RETRIES, RETRIES)? as u32,
+            send_proxy_protocol,
+            slow_start: self.duration(
+                &ctx,
+                "slow_start",
+                u.slow_start,
+                raw::DEFAULT_SLOW_START,
+                false,
+            )?,
+            tls,
+            health: self.health(&ctx, u.health)?,
+            name,
+        })
+    }
+
+    fn backend(&self, ctx: &str, b: raw::RawBackend) -> Result<BackendConf, ConfigError> {
+        let weight = self.int(ctx, "backend weight", b.weight, raw::DEFAULT_WEIGHT, WEIGHT)? as u32;
+        let addr = b.addr.get_ref();
+        let (host, port, ip) = parse_backend_addr(addr).map_err(|why| {
+            self.err(
+                b.addr.span(),
+                format!("{ctx}backend addr {} is not valid: {why}", quote(addr)),
+            )
+        })?;
+        Ok(BackendConf {
+            addr: addr.clone(),
+            host,
+            port,
+            ip,
+            weight,
+        })
+    }
+}
