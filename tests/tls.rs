@@ -688,3 +688,129 @@ async fn http_checks_of_a_tls_upstream_speak_verified_tls() {
         f.log()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_resume_across_a_reload_that_keeps_the_certificates() {
+    let dir = temp_dir("tls-resume-reload");
+    let ca = Ca::new();
+    let site = ca.leaf(&["site.test"]).write(&dir, "site");
+    let backend = http_backend("x").await;
+    let port = free_port();
+    let toml = config(
+        port,
+        "http",
+        &listener_tls(&[site], "session_resumption = true"),
+        &[backend.addr],
+        "",
+    );
+    let f = Fulcrum::start(&toml);
+    for (i, version) in [&rustls::version::TLS13, &rustls::version::TLS12]
+        .into_iter()
+        .enumerate()
+    {
+        let client = client_config(&ca, &[version], &[]);
+        let first = tls_connect(proxy(port), "site.test", Arc::clone(&client))
+            .await
+            .expect("first handshake");
+        // Reading the response also reads the TLS 1.3 tickets sent after the handshake.
+        assert_eq!(get_over(first, "/").await.0, 200);
+        // A reload that changes the upstream, not the listener's TLS.
+        let changed = toml.clone().at("app").set(&format!("retries = {}", 2 + i));
+        std::fs::write(&f.config, changed.to_string()).expect("rewrite config");
+        f.signal(libc::SIGHUP);
+        f.wait_for_log_count("configuration reloaded", i + 1);
+        let second = tls_connect(proxy(port), "site.test", client)
+            .await
+            .expect("handshake after the reload");
+        assert_eq!(
+            second.get_ref().1.handshake_kind(),
+            Some(rustls::HandshakeKind::Resumed),
+            "a session from before the reload resumes after it ({version:?})"
+        );
+    }
+}
+
+/// A backend on one port that speaks TLS with `leaf` to a client that starts a handshake and
+/// plain HTTP to any other; it answers "tls" or "plain" accordingly.
+async fn tls_or_plain_backend(leaf: &Leaf) -> SocketAddr {
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(leaf.key_der.clone().into());
+    let server = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.der.clone()], key)
+        .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    fn answer(
+        tag: &'static str,
+    ) -> impl hyper::service::Service<
+        hyper::Request<hyper::body::Incoming>,
+        Response = hyper::Response<http_body_util::Full<Bytes>>,
+        Error = std::convert::Infallible,
+        Future = std::future::Ready<
+            Result<hyper::Response<http_body_util::Full<Bytes>>, std::convert::Infallible>,
+        >,
+    > + Clone {
+        hyper::service::service_fn(move |_req| {
+            std::future::ready(Ok(hyper::Response::new(http_body_util::Full::new(
+                Bytes::from_static(tag.as_bytes()),
+            ))))
+        })
+    }
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let mut first = [0u8; 1];
+                if s.peek(&mut first).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                // 0x16: a TLS handshake record.
+                if first[0] == 0x16 {
+                    let Ok(s) = acceptor.accept(s).await else {
+                        return;
+                    };
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(s), answer("tls"))
+                        .await;
+                } else {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(s), answer("plain"))
+                        .await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_turns_backend_tls_on_never_reuses_a_plaintext_connection() {
+    let dir = temp_dir("tls-pool-reload");
+    let ca = Ca::new();
+    let backend = tls_or_plain_backend(&ca.leaf(&["127.0.0.1"])).await;
+    let port = free_port();
+    let plain = config(port, "http", "", &[backend], "");
+    let f = Fulcrum::start(&plain);
+    let mut client = support::Client::connect(proxy(port)).await;
+    for _ in 0..3 {
+        let r = client.request("GET", "/", b"").await;
+        assert_eq!(r.text(), "plain", "before the reload");
+    }
+    // The pooled backend connection is plaintext and busy with this client's traffic.
+    let ca_path = ca.write(&dir);
+    let tls = config(port, "http", "", &[backend], &format!("ca = '{}'", ca_path.display()));
+    std::fs::write(&f.config, tls.to_string()).expect("rewrite config");
+    f.signal(libc::SIGHUP);
+    f.wait_for_log("configuration reloaded");
+    for i in 0..5 {
+        let r = client.request("GET", "/", b"").await;
+        assert_eq!(
+            r.text(),
+            "tls",
+            "request {i} after the reload must go over TLS, not a pooled plaintext connection"
+        );
+    }
+}
