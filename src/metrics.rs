@@ -16,8 +16,6 @@ use metrics::{
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::upstream::Backend;
-
 pub const CONNECTIONS_TOTAL: &str = "fulcrum_connections_total";
 pub const ACTIVE_CONNECTIONS: &str = "fulcrum_active_connections";
 pub const REQUESTS_TOTAL: &str = "fulcrum_requests_total";
@@ -159,7 +157,12 @@ impl std::fmt::Debug for BackendSeries {
 }
 
 impl BackendSeries {
-    fn get(&self, listener: &Arc<str>, backend: &Backend) -> Arc<RequestSeries> {
+    fn get(
+        &self,
+        listener: &Arc<str>,
+        upstream: &Arc<str>,
+        backend: &Arc<str>,
+    ) -> Arc<RequestSeries> {
         let find = |v: &Vec<Arc<RequestSeries>>| {
             v.iter()
                 .find(|s| Arc::ptr_eq(&s.listener, listener) || s.listener == *listener)
@@ -168,11 +171,7 @@ impl BackendSeries {
         if let Some(s) = find(&self.0.load()) {
             return s;
         }
-        let series = Arc::new(RequestSeries::new(
-            listener,
-            &backend.upstream,
-            &backend.addr,
-        ));
+        let series = Arc::new(RequestSeries::new(listener, upstream, backend));
         self.0.rcu(|v| {
             let mut next = (**v).clone();
             if find(v).is_none() {
@@ -184,11 +183,12 @@ impl BackendSeries {
     }
 }
 
-/// One answered HTTP request. `backend` is `None` when fulcrum answered without one (503).
+/// One answered HTTP request: `backend` is the backend's cached series and label, `None` when
+/// fulcrum answered without one (503).
 pub fn request(
     listener: &Arc<str>,
     upstream: &Arc<str>,
-    backend: Option<&Backend>,
+    backend: Option<(&BackendSeries, &Arc<str>)>,
     status: http::StatusCode,
     duration: std::time::Duration,
 ) {
@@ -197,8 +197,8 @@ pub fn request(
     }
     let code = code_index(status);
     match backend {
-        Some(b) => {
-            let s = b.series.get(listener, b);
+        Some((series, addr)) => {
+            let s = series.get(listener, upstream, addr);
             if let Some(c) = s.code(code) {
                 c.increment(1);
             }

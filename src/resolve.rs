@@ -31,10 +31,18 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::config::{BackendConf, Config, Upstream};
-use crate::upstream::BuildError;
 
 /// The addresses each `(host, port)` of the configuration resolved to, sorted, never empty.
 pub type Resolved = HashMap<(String, u16), Vec<SocketAddr>>;
+
+/// A backend name that must resolve (its upstream has `resolve_interval = 0`) and does not.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream \"{upstream}\": backend \"{addr}\" does not resolve: {reason}")]
+pub struct ResolveError {
+    pub upstream: String,
+    pub addr: String,
+    pub reason: String,
+}
 
 /// One lookup may take this long: a resolver that does not answer must not hold a reload
 /// or a re-resolution round for ever (glibc's default is 5s per try, times attempts).
@@ -105,7 +113,10 @@ async fn lookup_many(
 /// (the running snapshot's answers). A failure is an error when its upstream has
 /// `resolve_interval = 0`; otherwise the name keeps what `previous` knew of it (or nothing)
 /// and a warning says so.
-pub async fn lookup(config: &Config, previous: Option<&Resolved>) -> Result<Resolved, BuildError> {
+pub async fn lookup(
+    config: &Config,
+    previous: Option<&Resolved>,
+) -> Result<Resolved, ResolveError> {
     let answers = lookup_many(names(config.upstreams.iter())).await;
     let mut out = Resolved::new();
     for u in &config.upstreams {
@@ -120,7 +131,7 @@ pub async fn lookup(config: &Config, previous: Option<&Resolved>) -> Result<Reso
                 None => "not looked up".into(),
             };
             if u.resolve_interval.is_zero() {
-                return Err(BuildError::Resolve {
+                return Err(ResolveError {
                     upstream: u.name.clone(),
                     addr: b.addr.clone(),
                     reason,

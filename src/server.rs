@@ -33,7 +33,9 @@ pub enum StartError {
 /// Runs the proxy until `Control::Shutdown` (or the sender is dropped), then drains.
 pub async fn run(config: Config, mut control: mpsc::Receiver<Control>) -> Result<(), StartError> {
     let config = Arc::new(config);
-    let resolved = crate::resolve::lookup(&config, None).await?;
+    let resolved = crate::resolve::lookup(&config, None)
+        .await
+        .map_err(BuildError::from)?;
     let snapshot = Snapshot::build(Arc::clone(&config), None, resolved)?;
     // Bind everything before serving anything: a bad bind fails the start, not half of it.
     let prepared = Listeners::bind_all(&config)?;

@@ -205,12 +205,8 @@ impl Drop for Lease {
 /// Errors building an upstream's live state (raised by `resolve::lookup` too).
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    #[error("upstream \"{upstream}\": backend \"{addr}\" does not resolve: {reason}")]
-    Resolve {
-        upstream: String,
-        addr: String,
-        reason: String,
-    },
+    #[error(transparent)]
+    Resolve(#[from] crate::resolve::ResolveError),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
 }
@@ -232,11 +228,11 @@ impl Upstream {
         for b in &conf.backends {
             let expanded = crate::resolve::expand(b, resolved);
             if expanded.is_empty() && conf.resolve_interval.is_zero() {
-                return Err(BuildError::Resolve {
+                return Err(BuildError::Resolve(crate::resolve::ResolveError {
                     upstream: conf.name.clone(),
                     addr: b.addr.clone(),
                     reason: "not resolved".into(),
-                });
+                }));
             }
             for (label, dial) in expanded {
                 backends.push(Backend::carry_or_new(&name, previous, b, label, dial));

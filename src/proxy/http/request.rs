@@ -43,7 +43,7 @@ pub(super) async fn handle(
     crate::metrics::request(
         &conn.client.listener,
         &upstream.name,
-        backend.as_deref(),
+        backend.as_deref().map(|b| (&b.series, &b.addr)),
         status,
         started.elapsed(),
     );
