@@ -1,29 +1,30 @@
 //! fulcrum: a layer-4 / layer-7 load-balancing proxy.
 //!
-//! A listener task accepts client connections (`listener`); per connection (tcp) or per
-//! request (http) the balancing core (`balance`) picks a healthy backend of the listener's
-//! upstream (`upstream`); the proxy (`proxy`) connects, failing over to another backend when
-//! a connect fails, and copies bytes or HTTP messages both ways. The health checker
-//! (`health`) marks backends up and down. The validated configuration (`config`) and the
-//! live upstreams form one snapshot that a reload (`reload`) swaps atomically.
+//! The data flow: a listener task accepts a client connection (`listener`); the connection
+//! becomes a tcp session or an http connection (`proxy`); per session or per request the
+//! upstream (`upstream`) picks a healthy backend through the balancing core (`balance`) and
+//! leases it; the one failover loop (`proxy::failover`) opens a backend connection and moves
+//! on to another backend when it fails. The health checker (`health`) marks backends up and
+//! down. The validated configuration (`config`) and the live upstreams form one snapshot
+//! (`snapshot`) that a reload (`reload`) swaps atomically.
 //!
 //! # Layout
+//! Modules depend on the ones above them only; `server` wires them and nothing imports it.
 //! - `config`: the TOML file, parsed then validated once into types that cannot be wrong.
 //! - `balance`: the pure balancing core (smooth weighted round robin, least load), no I/O.
-//! - `upstream`: live backends (health, in-flight, counters) and the running snapshot.
-//! - `health`: threshold counting, probes and the per-backend checker tasks.
-//! - `listener`: accept loops with a connection limit and accept backoff, TLS handshakes.
-//! - `tls`: rustls for listeners (SNI certificate choice) and for TLS backends.
-//! - `proxy`: dial with failover (`mod`), layer 4 (`tcp`), layer 7 (`http`), what a message
-//!   must look like to pass (`message`).
-//! - `proxy_protocol`: the PROXY protocol header, read from clients and sent to backends.
-//! - `server`: wiring, the control loop, the drain on shutdown.
-//! - `resolve`: backends given by host name, one per address, re-resolved every
-//!   `resolve_interval`.
-//! - `reload`: SIGHUP: load, validate, build, swap, or keep the old and say why.
-//! - `watch`: `watch_config`: the same reload when the file changes.
-//! - `admin`: the admin listener: health and readiness probes, `/metrics`, `/status`, `/`.
+//! - `tls`, `proxy_protocol`, `resolve`: rustls for both sides, the PROXY header, host names.
 //! - `metrics`, `logging`, `summary`: what the process tells the operator.
+//! - `upstream`: live backends (health, in-flight, counters, idle connections), the pick and
+//!   its lease, the one place a backend failure is recorded.
+//! - `snapshot`: the running configuration and the handle (`Live`) every part reads it by.
+//! - `health`: probes and the per-backend checker tasks.
+//! - `proxy`: tcp sessions, http connections and requests, backend connections, failover.
+//! - `listener`: accept loops, connection limits, the PROXY header and TLS handshake per
+//!   connection, and the set of running listeners a reload changes.
+//! - `reload`: SIGHUP and re-resolution: load, validate, build, prepare, swap, commit.
+//! - `admin`: health and readiness probes, `/metrics`, `/status`, the status page.
+//! - `watch`: `watch_config`: a reload when the file changes.
+//! - `server`: wiring, the control loop, the drain on shutdown.
 //! - `fuzzing` (hidden): the in-memory HTTP path that `fuzz/` and the property tests drive.
 
 #![cfg_attr(
