@@ -64,7 +64,10 @@ async fn last_reload_shows_a_failure_until_the_next_success() {
     let s = status_json(addr(admin)).await;
     let last = &s["config"]["last_reload"];
     let error = last["error"].as_str().expect("the error line");
-    assert!(error.contains("retries"), "the error names the key: {error}");
+    assert!(
+        error.contains("retries"),
+        "the error names the key: {error}"
+    );
     assert!(
         last["at"].as_str().is_some_and(|t| t.ends_with('Z')),
         "an RFC 3339 UTC time: {last}"
@@ -126,7 +129,10 @@ async fn an_upstream_with_active_checks_is_ready_only_once_a_check_passed() {
         code, 503,
         "not ready before any check passed, although the backend starts healthy: {body}"
     );
-    assert!(body.contains("\"app\""), "the body names the upstream: {body}");
+    assert!(
+        body.contains("\"app\""),
+        "the body names the upstream: {body}"
+    );
 
     let backend = http_backend("up").await;
     let admin = free_port();
@@ -134,9 +140,12 @@ async fn an_upstream_with_active_checks_is_ready_only_once_a_check_passed() {
         .admin(admin)
         .health("check = \"tcp\"\ninterval = \"1h\"");
     let _g = Fulcrum::start(&up);
-    wait_for_async("/readyz to answer 200 once the first check passed", || async {
-        let (code, _) = get(addr(admin), "/readyz").await.ok()?;
-        (code == 200).then_some(())
-    })
+    wait_for_async(
+        "/readyz to answer 200 once the first check passed",
+        || async {
+            let (code, _) = get(addr(admin), "/readyz").await.ok()?;
+            (code == 200).then_some(())
+        },
+    )
     .await;
 }

@@ -743,21 +743,18 @@ async fn tls_or_plain_backend(leaf: &Leaf) -> SocketAddr {
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
     let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = l.local_addr().expect("addr");
-    fn answer(
-        tag: &'static str,
-    ) -> impl hyper::service::Service<
-        hyper::Request<hyper::body::Incoming>,
-        Response = hyper::Response<http_body_util::Full<Bytes>>,
-        Error = std::convert::Infallible,
-        Future = std::future::Ready<
-            Result<hyper::Response<http_body_util::Full<Bytes>>, std::convert::Infallible>,
-        >,
-    > + Clone {
-        hyper::service::service_fn(move |_req| {
-            std::future::ready(Ok(hyper::Response::new(http_body_util::Full::new(
+    async fn serve<S>(s: S, tag: &'static str)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let svc = hyper::service::service_fn(move |_req| async move {
+            Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
                 Bytes::from_static(tag.as_bytes()),
-            ))))
-        })
+            )))
+        });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(s), svc)
+            .await;
     }
     tokio::spawn(async move {
         while let Ok((s, _)) = l.accept().await {
@@ -772,13 +769,9 @@ async fn tls_or_plain_backend(leaf: &Leaf) -> SocketAddr {
                     let Ok(s) = acceptor.accept(s).await else {
                         return;
                     };
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(s), answer("tls"))
-                        .await;
+                    serve(s, "tls").await;
                 } else {
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(s), answer("plain"))
-                        .await;
+                    serve(s, "plain").await;
                 }
             });
         }
@@ -801,7 +794,13 @@ async fn a_reload_that_turns_backend_tls_on_never_reuses_a_plaintext_connection(
     }
     // The pooled backend connection is plaintext and busy with this client's traffic.
     let ca_path = ca.write(&dir);
-    let tls = config(port, "http", "", &[backend], &format!("ca = '{}'", ca_path.display()));
+    let tls = config(
+        port,
+        "http",
+        "",
+        &[backend],
+        &format!("ca = '{}'", ca_path.display()),
+    );
     std::fs::write(&f.config, tls.to_string()).expect("rewrite config");
     f.signal(libc::SIGHUP);
     f.wait_for_log("configuration reloaded");

@@ -142,6 +142,8 @@ impl Running {
             deferred: false,
             socket: ready.socket,
         };
+        // Set either way: a socket handed over from another listener may have it on.
+        running.deferred = !conf.client_speaks_first();
         running.set_deferred(conf);
         let active = live
             .load()

@@ -1,0 +1,107 @@
+//! A listener's certificate, chosen by the name the client asks for (SNI).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+
+use crate::config;
+
+/// Picks a listener's certificate by the client's SNI: an exact DNS name first, then a
+/// `*.example.com` wildcard (one label, as RFC 6125 §6.4.3 allows), else the first
+/// certificate. Names are compared case-insensitively; the first certificate naming a
+/// name wins.
+#[derive(Debug)]
+pub struct SniResolver {
+    exact: HashMap<String, Arc<CertifiedKey>>,
+    /// Keyed by the part after `*.`.
+    wildcard: HashMap<String, Arc<CertifiedKey>>,
+    default: Option<Arc<CertifiedKey>>,
+}
+
+impl SniResolver {
+    pub fn new(certificates: &[config::Certificate]) -> SniResolver {
+        let mut exact = HashMap::new();
+        let mut wildcard = HashMap::new();
+        for c in certificates {
+            for name in &c.dns_names {
+                let name = name.trim_end_matches('.').to_ascii_lowercase();
+                let (map, key) = match name.strip_prefix("*.") {
+                    Some(parent) => (&mut wildcard, parent.to_owned()),
+                    None => (&mut exact, name),
+                };
+                map.entry(key).or_insert_with(|| Arc::clone(&c.key));
+            }
+        }
+        SniResolver {
+            exact,
+            wildcard,
+            default: certificates.first().map(|c| Arc::clone(&c.key)),
+        }
+    }
+
+    /// The certificate for SNI `name` (`None`: no SNI sent).
+    pub fn pick(&self, name: Option<&str>) -> Option<Arc<CertifiedKey>> {
+        let found = name.and_then(|n| {
+            let n = n.trim_end_matches('.').to_ascii_lowercase();
+            self.exact.get(&n).or_else(|| {
+                let (_, parent) = n.split_once('.')?;
+                self.wildcard.get(parent)
+            })
+        });
+        found.or(self.default.as_ref()).cloned()
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.pick(hello.server_name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::provider;
+
+    fn cert(names: &[&str]) -> config::Certificate {
+        let ck = rcgen::generate_simple_self_signed(vec![names[0].to_owned()]).expect("rcgen");
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
+        let signer = provider()
+            .key_provider
+            .load_private_key(key)
+            .expect("signing key");
+        config::Certificate {
+            cert_path: "t.crt".into(),
+            key_path: "t.key".into(),
+            dns_names: names.iter().map(|n| (*n).to_owned()).collect(),
+            key: Arc::new(CertifiedKey::new(vec![ck.cert.der().clone()], signer)),
+        }
+    }
+
+    #[test]
+    fn sni_picks_exact_then_wildcard_then_the_first_certificate() {
+        let first = cert(&["a.example.com"]);
+        let wild = cert(&["*.example.com"]);
+        let other = cert(&["b.example.com", "www.example.org"]);
+        let r = SniResolver::new(&[first.clone(), wild.clone(), other.clone()]);
+        let is = |name: Option<&str>, c: &config::Certificate| {
+            let got = r.pick(name).expect("a certificate");
+            assert!(
+                Arc::ptr_eq(&got, &c.key),
+                "SNI {name:?} must pick {:?}",
+                c.dns_names
+            );
+        };
+        is(Some("a.example.com"), &first);
+        is(Some("B.Example.COM"), &other);
+        is(Some("www.example.org."), &other);
+        is(Some("c.example.com"), &wild);
+        // A wildcard covers one label only, and not the bare parent.
+        is(Some("x.c.example.com"), &first);
+        is(Some("example.com"), &first);
+        is(Some("unknown.test"), &first);
+        is(None, &first);
+    }
+}
