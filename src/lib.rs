@@ -9,8 +9,10 @@
 //!
 //! # Layout
 //! - `config`: the TOML file, parsed then validated once into types that cannot be wrong.
-//! - `balance`: the pure balancing core (smooth weighted round robin, least load), no I/O.
-//! - `upstream`: live backends (health, in-flight, counters) and the running snapshot.
+//! - `balance`: the pure balancing core (smooth weighted round robin, least load), no I/O;
+//!   the one owner of each backend's health, trial, slow-start share and in-flight count.
+//! - `upstream`: live backends (address, counters, their member of the balancer) and the
+//!   running snapshot.
 //! - `health`: threshold counting, probes and the per-backend checker tasks.
 //! - `listener`: accept loops with a connection limit and accept backoff, TLS handshakes.
 //! - `tls`: rustls for listeners (SNI certificate choice) and for TLS backends.
