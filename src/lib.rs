@@ -11,10 +11,11 @@
 //! # Layout
 //! Modules depend on the ones above them only; `server` wires them and nothing imports it.
 //! - `config`: the TOML file, parsed then validated once into types that cannot be wrong.
-//! - `balance`: the pure balancing core (smooth weighted round robin, least load), no I/O.
+//! - `balance`: the pure balancing core (smooth weighted round robin, least load), no I/O;
+//!   the one owner of each backend's health, trial, slow-start share and in-flight count.
 //! - `tls`, `proxy_protocol`, `resolve`: rustls for both sides, the PROXY header, host names.
 //! - `metrics`, `logging`, `summary`: what the process tells the operator.
-//! - `upstream`: live backends (health, in-flight, counters, idle connections), the pick and
+//! - `upstream`: live backends (address, counters, idle connections, their balancer member), the pick and
 //!   its lease, the one place a backend failure is recorded.
 //! - `snapshot`: the running configuration and the handle (`Live`) every part reads it by.
 //! - `health`: probes and the per-backend checker tasks.

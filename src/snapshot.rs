@@ -102,8 +102,8 @@ impl Snapshot {
         })
     }
 
-    /// Makes this snapshot's balancers the ones every backend reports to; call right before
-    /// storing it.
+    /// Applies this snapshot's membership, weights and policies to the balancers (see
+    /// `Upstream::publish`); call right before storing it.
     pub fn publish(&self) {
         for u in self.upstreams.values() {
             u.publish();

@@ -2,17 +2,22 @@
 //! balancer that picks among them. Built from the validated config and the addresses its host
 //! names resolved to (`resolve`); a backend that stays across a reload or a re-resolution
 //! (same upstream, same label, same dial address) is carried over with its state.
+//!
+//! A backend's scheduling state (weight, health, trial, slow-start share, in flight) lives in
+//! one place: its member of the upstream's `Balancer`. The balancer is carried over by a
+//! reload for an upstream of the same name, so releases of requests picked before the reload
+//! land where the next pick looks; a build sets nothing in it, `publish` applies the new
+//! membership.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tokio::sync::Notify;
 
-use arc_swap::ArcSwapOption;
-
-use crate::balance::{Balancer, FULL, Policy};
+pub use crate::balance::Trial;
+use crate::balance::{Balancer, FULL, IdMap, MemberId, Policy, State};
 use crate::config;
 use crate::resolve::Resolved;
 
@@ -45,52 +50,37 @@ pub struct Backend {
     /// The host part of `written` (no port, no brackets): the TLS name when the upstream sets
     /// no `server_name`.
     pub host: Arc<str>,
-    pub weight: AtomicU32,
-    /// Outstanding requests (http) or open sessions (tcp): the load numerator R.
-    pub in_flight: AtomicU64,
     pub requests: AtomicU64,
     pub failures: AtomicU64,
-    healthy: AtomicBool,
     /// Whether an active check has ever passed: readiness waits for one.
     passed_check: AtomicBool,
     /// Consecutive outcomes, turned into up/down decisions by the health thresholds.
     pub tracker: Tracker,
     /// Idle keep-alive HTTP connections to this backend.
     pub pool: Pool,
-    /// `check = "none"`: whether a down backend is open for its one trial (see `Trial`).
-    trial: AtomicU8,
-    /// Slow start: the share of its weight it gets now, 100..=1000; carried across a reload.
-    permille: AtomicU32,
     /// Woken on every up/down change and failed trial, so the backend's checker can start a
     /// slow start or arm the next trial without polling.
     pub changed: Notify,
-    /// Its place in the balancer of the running configuration. Releases and health changes
-    /// go there even from a request picked before a reload, so the newest balancer's counts
-    /// stay exact.
-    slot: ArcSwapOption<Slot>,
+    /// Its upstream's balancer (the same across reloads) and its member there: the one place
+    /// its scheduling state lives, for picks, releases and every reader alike.
+    balancer: Arc<Balancer>,
+    id: MemberId,
     /// Cached handles of this backend's request metrics, so a request skips the registry.
     pub series: crate::metrics::BackendSeries,
 }
 
-/// A backend's balancer and index in it.
-#[derive(Debug)]
-struct Slot {
-    balancer: Arc<Balancer>,
-    index: usize,
-}
-
 impl Backend {
     /// The backend `label` of `previous` when it still dials `dial` (a name with one address
-    /// keeps its label when that address changes, but is then another backend), with its
-    /// weight updated; else a new one, healthy, counters at zero.
+    /// keeps its label when that address changes, but is then another backend); else a new
+    /// member of `balancer`, counters at zero (it joins the schedule at `publish`).
     fn carry_or_new(
         upstream: &Arc<str>,
         previous: Option<&Upstream>,
+        balancer: &Arc<Balancer>,
         conf: &config::BackendConf,
         label: String,
         dial: SocketAddr,
     ) -> Arc<Backend> {
-        let weight = conf.weight;
         let kept = previous.and_then(|p| {
             p.backends
                 .iter()
@@ -106,45 +96,37 @@ impl Backend {
             dial,
             written: Arc::from(conf.addr.as_str()),
             host: Arc::from(conf.host.as_str()),
-            weight: AtomicU32::new(weight),
-            in_flight: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
-            healthy: AtomicBool::new(true),
             passed_check: AtomicBool::new(false),
             tracker: Tracker::new(),
             pool: Pool::default(),
-            trial: AtomicU8::new(Trial::Closed as u8),
-            permille: AtomicU32::new(FULL),
             changed: Notify::new(),
-            slot: ArcSwapOption::empty(),
+            balancer: Arc::clone(balancer),
+            id: MemberId::fresh(),
             series: Default::default(),
         })
     }
-
-    /// Runs `f` on the backend's current balancer and index.
-    fn schedule(&self, f: impl FnOnce(&Balancer, usize)) {
-        if let Some(slot) = &*self.slot.load() {
-            f(&slot.balancer, slot.index);
-        }
-    }
 }
 
-/// The trial of a down backend of a `check = "none"` upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Trial {
-    /// No trial: a down backend is out of the balancer.
-    Closed = 0,
-    /// Back in the balancer, waiting for the next pick to become the trial.
-    Open = 1,
-    /// Picked: out of the balancer again until the trial's outcome is recorded.
-    Taken = 2,
-}
+/// What a backend that is no member of its balancer reports: one of a build not published
+/// (yet) reads as it will join, up, idle, at full share; its weight is not scheduled yet.
+const NOT_A_MEMBER: State = State {
+    weight: 0,
+    permille: FULL,
+    healthy: true,
+    trial: Trial::Closed,
+    in_flight: 0,
+};
 
 impl Backend {
+    /// Its scheduling state, read from its balancer in one step.
+    pub fn state(&self) -> State {
+        self.balancer.state(self.id).unwrap_or(NOT_A_MEMBER)
+    }
+
     pub fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
+        self.state().healthy
     }
 
     pub fn has_passed_a_check(&self) -> bool {
@@ -152,23 +134,22 @@ impl Backend {
     }
 
     pub fn trial(&self) -> Trial {
-        match self.trial.load(Ordering::Relaxed) {
-            1 => Trial::Open,
-            2 => Trial::Taken,
-            _ => Trial::Closed,
-        }
+        self.state().trial
     }
 
     /// The share of its weight it gets, in permille (slow start ramps it up).
     pub fn permille(&self) -> u32 {
-        self.permille.load(Ordering::Relaxed)
+        self.state().permille
     }
 
-    /// Moves the trial from `from` to `to`; false when it was not in `from`.
-    fn move_trial(&self, from: Trial, to: Trial) -> bool {
-        self.trial
-            .compare_exchange(from as u8, to as u8, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
+    /// The weight it is scheduled with.
+    pub fn weight(&self) -> u32 {
+        self.state().weight
+    }
+
+    /// Outstanding requests (http) or open sessions (tcp): the load numerator R.
+    pub fn in_flight(&self) -> u64 {
+        self.state().in_flight
     }
 }
 
@@ -178,8 +159,12 @@ pub struct Upstream {
     pub conf: config::Upstream,
     pub name: Arc<str>,
     pub backends: Vec<Arc<Backend>>,
-    /// Each backend's configured weight, applied to the shared `Backend` at `publish`.
+    /// Each backend's configured weight, applied to the balancer at `publish`.
     weights: Vec<u32>,
+    /// The position in `backends` of each member: a pick names a member, and after a reload
+    /// the balancer also has members this upstream does not know.
+    positions: IdMap<usize>,
+    /// Carried over from the previous upstream of this name; shared with every backend.
     balancer: Arc<Balancer>,
     /// `Some` when backends are reached over TLS (`[upstream.NAME.tls]`), built once here.
     pub tls: Option<crate::tls::ClientTls>,
@@ -188,7 +173,8 @@ pub struct Upstream {
 }
 
 /// One request or session placed on a backend. Dropping it ends the in-flight unit, so no
-/// early return can leak load (the balancer's count and the backend's gauge move together).
+/// early return can leak load; before or after a reload, it releases into the balancer every
+/// later pick reads.
 #[derive(Debug)]
 pub struct Lease {
     pub backend: Arc<Backend>,
@@ -197,8 +183,7 @@ pub struct Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.backend.schedule(|b, i| b.release(i));
-        self.backend.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.backend.balancer.release(self.backend.id);
     }
 }
 
@@ -214,7 +199,8 @@ pub enum BuildError {
 impl Upstream {
     /// Builds the live upstream from its config, a host name standing for every address it
     /// has in `resolved`; backends found in `previous` (same label and dial address) are
-    /// carried over with their health and counters. No DNS here: a name of an upstream with
+    /// carried over with their counters, and its balancer with their state. Nothing shared
+    /// changes until `publish`. No DNS here: a name of an upstream with
     /// `resolve_interval = 0` that `resolved` lacks is an error, one of an upstream that
     /// re-resolves has no backends until it resolves (zero backends: 503, tcp closes).
     pub fn build(
@@ -223,6 +209,10 @@ impl Upstream {
         resolved: &Resolved,
     ) -> Result<Upstream, BuildError> {
         let name: Arc<str> = Arc::from(conf.name.as_str());
+        let balancer = previous.map_or_else(
+            || Arc::new(Balancer::new(policy(conf), &[])),
+            |p| Arc::clone(&p.balancer),
+        );
         let mut backends = Vec::with_capacity(conf.backends.len());
         let mut weights = Vec::with_capacity(conf.backends.len());
         for b in &conf.backends {
@@ -235,15 +225,16 @@ impl Upstream {
                 }));
             }
             for (label, dial) in expanded {
-                backends.push(Backend::carry_or_new(&name, previous, b, label, dial));
+                let backend = Backend::carry_or_new(&name, previous, &balancer, b, label, dial);
+                backends.push(backend);
                 weights.push(b.weight);
             }
         }
-        let policy = match conf.balance {
-            config::Balance::RoundRobin => Policy::RoundRobin,
-            config::Balance::LeastLoad => Policy::LeastLoad,
-        };
-        let balancer = Arc::new(Balancer::new(policy, &weights));
+        let positions = backends
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (b.id, i))
+            .collect();
         let tls = match &conf.tls {
             Some(t) => Some(crate::tls::ClientTls::build(&conf.name, t)?),
             None => None,
@@ -254,73 +245,44 @@ impl Upstream {
             name,
             backends,
             weights,
+            positions,
             balancer,
             tls,
         };
-        upstream.sync_balancer();
         Ok(upstream)
     }
 
-    /// Copies each backend's live state into this upstream's balancer: down (unless open for
-    /// a trial), any slow start in progress, and requests still open from before a reload
-    /// (least load must count them; their release lands here through the slot).
-    fn sync_balancer(&self) {
-        for (i, b) in self.backends.iter().enumerate() {
-            self.balancer
-                .set_healthy(i, b.is_healthy() || b.trial() == Trial::Open);
-            self.balancer.set_permille(i, b.permille());
-            self.balancer
-                .set_in_flight(i, b.in_flight.load(Ordering::Relaxed));
-        }
-    }
-
-    /// Makes this upstream the running one for its backends: their weights, and their slot
-    /// pointing at this balancer. State that changed since the build (a backend that went
-    /// down or up, requests that ended) is copied again once the slots point here, so no
-    /// change is lost in between.
+    /// Makes this upstream's backends, weights and policy the balancer's: kept backends keep
+    /// their state, new ones join, removed ones leave. Call right before storing the snapshot.
     pub fn publish(&self) {
-        for (index, b) in self.backends.iter().enumerate() {
-            if let Some(&w) = self.weights.get(index) {
-                b.weight.store(w, Ordering::Relaxed);
-            }
-            b.slot.store(Some(Arc::new(Slot {
-                balancer: Arc::clone(&self.balancer),
-                index,
-            })));
-        }
-        self.sync_balancer();
+        let members: Vec<(MemberId, u32)> = (self.backends.iter().map(|b| b.id))
+            .zip(self.weights.iter().copied())
+            .collect();
+        self.balancer.apply(policy(&self.conf), &members);
     }
 
     /// Picks a healthy backend not in `tried`; `None` when there is none. A down backend open
-    /// for its trial is picked once: the pick takes it out of the balancer again.
+    /// for its trial is picked once: the pick takes it out of the balancer again. An upstream
+    /// replaced by a reload (a request failing over) picks among its own backends only.
     pub fn pick(&self, tried: &[usize]) -> Option<Lease> {
-        let mut skip: Option<Vec<usize>> = None;
-        let (index, backend) = loop {
-            let excluded = skip.as_deref().unwrap_or(tried);
-            let index = if excluded.is_empty() {
-                self.balancer.pick()?
-            } else {
-                self.balancer.pick_excluding(excluded)?
-            };
-            let Some(backend) = self.backends.get(index) else {
-                self.balancer.release(index);
-                return None;
-            };
-            if backend.is_healthy() {
-                break (index, backend);
-            }
-            if backend.move_trial(Trial::Open, Trial::Taken) {
-                self.balancer.set_healthy(index, false);
-                // The checker re-opens a trial that is never decided (a client that went
-                // away, a session that neither failed nor ended): it must know it was taken.
-                backend.changed.notify_one();
-                break (index, backend);
-            }
-            // Another request took the trial a moment ago: look elsewhere.
-            self.balancer.release(index);
-            skip.get_or_insert_with(|| tried.to_vec()).push(index);
+        let mut index = None;
+        let picked = self.balancer.pick_where(|id| {
+            index = self
+                .positions
+                .get(&id)
+                .copied()
+                .filter(|i| !tried.contains(i));
+            index.is_some()
+        })?;
+        let Some((index, backend)) = index.and_then(|i| Some((i, self.backends.get(i)?))) else {
+            self.balancer.release(picked.id);
+            return None;
         };
-        backend.in_flight.fetch_add(1, Ordering::Relaxed);
+        if picked.trial {
+            // The checker re-opens a trial that is never decided (a client that went away, a
+            // session that neither failed nor ended): it must know it was taken.
+            backend.changed.notify_one();
+        }
         backend.requests.fetch_add(1, Ordering::Relaxed);
         Some(Lease {
             backend: Arc::clone(backend),
@@ -335,15 +297,15 @@ impl Upstream {
         let Some(backend) = self.backends.get(index) else {
             return false;
         };
-        let changed = backend.healthy.swap(healthy, Ordering::AcqRel) != healthy;
+        let (balancer, id) = (&backend.balancer, backend.id);
+        // The share is lowered in the same step that schedules the backend, so no pick sees
+        // it at full weight; the checker ramps it from here.
+        let changed = if healthy && !self.conf.slow_start.is_zero() {
+            balancer.recover(id, SLOW_START_FLOOR)
+        } else {
+            balancer.set_healthy(id, healthy)
+        };
         if changed {
-            backend.trial.store(Trial::Closed as u8, Ordering::Release);
-            // The share is lowered before the backend is scheduled, so no pick sees it at full
-            // weight; the checker ramps it from here.
-            if healthy && !self.conf.slow_start.is_zero() {
-                self.set_permille(index, SLOW_START_FLOOR);
-            }
-            backend.schedule(|b, i| b.set_healthy(i, healthy));
             backend.changed.notify_one();
         }
         changed
@@ -351,25 +313,17 @@ impl Upstream {
 
     /// Slow start: backend `index` gets `permille` (1..=1000) of its weight.
     pub fn set_permille(&self, index: usize, permille: u32) {
-        let permille = permille.clamp(1, FULL);
         if let Some(b) = self.backends.get(index) {
-            b.permille.store(permille, Ordering::Relaxed);
-            b.schedule(|b, i| b.set_permille(i, permille));
+            b.balancer.set_permille(b.id, permille);
         }
     }
 
-    /// `check = "none"`: puts down backend `index` back in the balancer for one trial.
+    /// `check = "none"`: puts down backend `index` back in the balancer for one trial. A trial
+    /// taken but never decided (a session that neither failed nor ended) must not keep the
+    /// backend down for good: it is opened again.
     pub fn open_trial(&self, index: usize) {
-        let Some(b) = self.backends.get(index) else {
-            return;
-        };
-        if b.is_healthy() {
-            return;
-        }
-        // A trial taken but never decided (a session that neither failed nor ended) must
-        // not keep the backend down for good: it is opened again.
-        if b.move_trial(Trial::Closed, Trial::Open) || b.move_trial(Trial::Taken, Trial::Open) {
-            b.schedule(|b, i| b.set_healthy(i, true));
+        if let Some(b) = self.backends.get(index) {
+            b.balancer.open_trial(b.id);
         }
     }
 
@@ -379,10 +333,8 @@ impl Upstream {
         let Some(b) = self.backends.get(index) else {
             return;
         };
-        if b.move_trial(Trial::Open, Trial::Closed) && !b.is_healthy() {
-            b.schedule(|b, i| b.set_healthy(i, false));
-        }
-        b.move_trial(Trial::Taken, Trial::Closed);
+        b.balancer.close_trial(b.id, Trial::Open);
+        b.balancer.close_trial(b.id, Trial::Taken);
     }
 
     /// Marks backend `index` down and logs why, if it was up.
@@ -407,6 +359,13 @@ impl Upstream {
 
     pub fn has_healthy_backend(&self) -> bool {
         self.backends.iter().any(|b| b.is_healthy())
+    }
+}
+
+fn policy(conf: &config::Upstream) -> Policy {
+    match conf.balance {
+        config::Balance::RoundRobin => Policy::RoundRobin,
+        config::Balance::LeastLoad => Policy::LeastLoad,
     }
 }
 
@@ -439,7 +398,7 @@ impl Upstream {
             return;
         };
         b.failures.fetch_add(1, Ordering::Relaxed);
-        if b.move_trial(Trial::Taken, Trial::Closed) {
+        if b.balancer.close_trial(b.id, Trial::Taken) {
             tracing::debug!(upstream = %self.name, addr = %b.addr, reason = kind, "trial failed");
             b.changed.notify_one();
         }
@@ -502,27 +461,73 @@ mod tests {
         Arc::new(config::Config::from_toml(&text, Path::new("t.toml")).expect("valid config"))
     }
 
+    const A: &str = "{ addr = \"127.0.0.1:1\" }";
+    const B: &str = "{ addr = \"127.0.0.1:2\" }";
+
     #[test]
     fn in_flight_requests_carry_over_a_reload_for_least_load() {
-        let both = "{ addr = \"127.0.0.1:1\" }, { addr = \"127.0.0.1:2\" }";
-        let old = Snapshot::build(config(both), None, Resolved::new()).expect("build");
+        let old = Snapshot::build(config(&format!("{A}, {B}")), None, Resolved::new());
+        let old = old.expect("build");
         old.publish();
         let lease = old.upstreams["app"].pick(&[]).expect("pick");
-        let busy = lease.index;
-        let new = Snapshot::build(config(both), Some(&old), Resolved::new()).expect("rebuild");
+        // The reload also reorders: the state must follow the backend, not its position.
+        let new = Snapshot::build(config(&format!("{B}, {A}")), Some(&old), Resolved::new());
+        let new = new.expect("rebuild");
         new.publish();
         let app = &new.upstreams["app"];
+        let busy = app
+            .backends
+            .iter()
+            .position(|b| Arc::ptr_eq(b, &lease.backend));
+        let busy = busy.expect("carried over");
         let next = app.pick(&[]).expect("pick after reload");
         assert_ne!(
             next.index, busy,
             "least_load must see the request still open from before the reload"
         );
+        assert_eq!(app.backends[busy].in_flight(), 1);
         drop(next);
         drop(lease);
         assert_eq!(
-            app.balancer.in_flight(busy),
+            app.backends[busy].in_flight(),
             0,
             "a release after the reload lands in the running balancer"
         );
+    }
+
+    #[test]
+    fn a_build_changes_nothing_running_until_it_is_published() {
+        let old = Snapshot::build(config(&format!("{A}, {B}")), None, Resolved::new());
+        let old = old.expect("build");
+        old.publish();
+        let heavy_a = "{ addr = \"127.0.0.1:1\", weight = 5 }, { addr = \"127.0.0.1:3\" }";
+        let new = Snapshot::build(config(heavy_a), Some(&old), Resolved::new()).expect("build");
+        let (a, c) = (
+            &new.upstreams["app"].backends[0],
+            &new.upstreams["app"].backends[1],
+        );
+        assert_eq!(a.weight(), 1, "a weight changes at publish only");
+        assert_eq!(c.state().weight, 0, "a new backend is no member yet");
+        let seq: Vec<usize> = (0..4)
+            .filter_map(|_| old.upstreams["app"].pick(&[]).map(|l| l.index))
+            .collect();
+        assert_eq!(seq, [0, 1, 0, 1], "the running rotation is untouched");
+        new.publish();
+        assert_eq!((a.weight(), c.weight()), (5, 1));
+        assert_eq!(old.upstreams["app"].backends[1].state().weight, 0, "B left");
+    }
+
+    #[test]
+    fn an_upstream_replaced_by_a_reload_picks_among_its_own_backends() {
+        let old = Snapshot::build(config(A), None, Resolved::new()).expect("build");
+        old.publish();
+        let new = Snapshot::build(config(&format!("{A}, {B}")), Some(&old), Resolved::new());
+        new.expect("rebuild").publish();
+        let stale = &old.upstreams["app"];
+        for _ in 0..4 {
+            let lease = stale.pick(&[]).expect("A is up");
+            assert!(Arc::ptr_eq(&lease.backend, &stale.backends[0]));
+        }
+        assert!(stale.pick(&[0]).is_none(), "B is not a backend it knows");
     }
 }

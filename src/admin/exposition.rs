@@ -43,10 +43,11 @@ pub fn refresh(snapshot: &Snapshot) {
         counter!(FAILOVERS_TOTAL, "upstream" => Arc::clone(&u.name)).increment(0);
         for b in &u.backends {
             let (up, addr) = (Arc::clone(&u.name), Arc::clone(&b.addr));
+            let state = b.state();
             gauge!(BACKEND_HEALTHY, "upstream" => up.clone(), "backend" => addr.clone())
-                .set(if b.is_healthy() { 1.0 } else { 0.0 });
+                .set(if state.healthy { 1.0 } else { 0.0 });
             gauge!(BACKEND_IN_FLIGHT, "upstream" => up.clone(), "backend" => addr.clone())
-                .set(b.in_flight.load(Ordering::Relaxed) as f64);
+                .set(state.in_flight as f64);
             for kind in Failure::ALL {
                 counter!(BACKEND_FAILURES_TOTAL, "upstream" => up.clone(),
                     "backend" => addr.clone(), "kind" => kind.as_str())

@@ -75,14 +75,14 @@ pub fn build(state: &State) -> Status {
                 .backends
                 .iter()
                 .map(|b| {
-                    let weight = b.weight.load(Ordering::Relaxed);
-                    let in_flight = b.in_flight.load(Ordering::Relaxed);
+                    // One read, so load, weight and health are of the same moment.
+                    let state = b.state();
                     BackendInfo {
                         addr: b.addr.to_string(),
-                        weight,
-                        healthy: b.is_healthy(),
-                        in_flight,
-                        load: in_flight as f64 / f64::from(weight.max(1)),
+                        weight: state.weight,
+                        healthy: state.healthy,
+                        in_flight: state.in_flight,
+                        load: state.in_flight as f64 / f64::from(state.weight.max(1)),
                         requests: b.requests.load(Ordering::Relaxed),
                         failures: b.failures.load(Ordering::Relaxed),
                     }

@@ -1,25 +1,82 @@
-//! Table and property tests of the balancing rules (`Balancer`'s public API only).
+//! Table tests of the balancing rules (`Balancer`'s public API only), and the fixture the
+//! other test modules share.
 
 use std::sync::Arc;
 
-use proptest::prelude::*;
+use super::{Balancer, MemberId, Policy};
 
-use super::{Balancer, Policy};
+pub(super) const POLICIES: [Policy; 2] = [Policy::RoundRobin, Policy::LeastLoad];
 
-const POLICIES: [Policy; 2] = [Policy::RoundRobin, Policy::LeastLoad];
+/// A balancer over members addressed by position, as the rules are stated. Ids are taken in
+/// position order, so ties break towards the lower position.
+pub(super) struct Fixture {
+    pub(super) b: Arc<Balancer>,
+    pub(super) ids: Vec<MemberId>,
+}
+
+impl Fixture {
+    pub(super) fn new(policy: Policy, weights: &[u32]) -> Fixture {
+        let ids: Vec<MemberId> = weights.iter().map(|_| MemberId::fresh()).collect();
+        let members: Vec<(MemberId, u32)> = ids.iter().copied().zip(weights.to_vec()).collect();
+        Fixture {
+            b: Arc::new(Balancer::new(policy, &members)),
+            ids,
+        }
+    }
+
+    /// The id at `i`; out of range, a fresh id that is no member.
+    pub(super) fn id(&self, i: usize) -> MemberId {
+        self.ids.get(i).copied().unwrap_or_else(MemberId::fresh)
+    }
+
+    pub(super) fn position(&self, id: MemberId) -> usize {
+        let i = self.ids.iter().position(|&m| m == id);
+        i.expect("a pick names a member")
+    }
+
+    pub(super) fn pick(&self) -> Option<usize> {
+        self.b.pick().map(|p| self.position(p.id))
+    }
+
+    pub(super) fn pick_excluding(&self, tried: &[usize]) -> Option<usize> {
+        let tried: Vec<MemberId> = tried.iter().map(|&i| self.id(i)).collect();
+        let picked = self.b.pick_where(|id| !tried.contains(&id));
+        picked.map(|p| self.position(p.id))
+    }
+
+    pub(super) fn release(&self, i: usize) {
+        self.b.release(self.id(i));
+    }
+
+    pub(super) fn set_healthy(&self, i: usize, healthy: bool) {
+        self.b.set_healthy(self.id(i), healthy);
+    }
+
+    pub(super) fn set_permille(&self, i: usize, permille: u32) {
+        self.b.set_permille(self.id(i), permille);
+    }
+
+    pub(super) fn in_flight(&self, i: usize) -> u64 {
+        self.b.state(self.id(i)).map_or(0, |s| s.in_flight)
+    }
+
+    pub(super) fn is_healthy(&self, i: usize) -> bool {
+        self.b.state(self.id(i)).is_some_and(|s| s.healthy)
+    }
+}
 
 /// `n` picks, each released before the next: least load then behaves as round robin.
-fn picks(b: &Balancer, n: usize) -> Vec<usize> {
+pub(super) fn picks(f: &Fixture, n: usize) -> Vec<usize> {
     (0..n)
         .map(|_| {
-            let i = b.pick().expect("a healthy backend exists");
-            b.release(i);
+            let i = f.pick().expect("a healthy backend exists");
+            f.release(i);
             i
         })
         .collect()
 }
 
-fn counts(seq: &[usize], len: usize) -> Vec<u32> {
+pub(super) fn counts(seq: &[usize], len: usize) -> Vec<u32> {
     let mut c = vec![0; len];
     for &i in seq {
         c[i] += 1;
@@ -30,7 +87,7 @@ fn counts(seq: &[usize], len: usize) -> Vec<u32> {
 #[test]
 fn weights_5_1_1_are_interleaved() {
     for policy in POLICIES {
-        let b = Balancer::new(policy, &[5, 1, 1]);
+        let b = Fixture::new(policy, &[5, 1, 1]);
         let seq = picks(&b, 21);
         assert_eq!(
             &seq[..7],
@@ -44,7 +101,7 @@ fn weights_5_1_1_are_interleaved() {
 #[test]
 fn weights_3_1_match_nginx() {
     for policy in POLICIES {
-        let b = Balancer::new(policy, &[3, 1]);
+        let b = Fixture::new(policy, &[3, 1]);
         assert_eq!(picks(&b, 8), [0, 0, 1, 0, 0, 0, 1, 0], "{policy:?}");
     }
 }
@@ -52,8 +109,8 @@ fn weights_3_1_match_nginx() {
 #[test]
 fn single_backend_takes_everything() {
     for policy in POLICIES {
-        let b = Balancer::new(policy, &[7]);
-        assert_eq!(b.len(), 1);
+        let b = Fixture::new(policy, &[7]);
+        assert_eq!(b.b.len(), 1);
         for n in 1..=5 {
             assert_eq!(b.pick(), Some(0));
             assert_eq!(b.in_flight(0), n, "every pick counts one in flight");
@@ -68,10 +125,10 @@ fn single_backend_takes_everything() {
 #[test]
 fn no_healthy_backend_gives_none() {
     for policy in POLICIES {
-        let empty = Balancer::new(policy, &[]);
-        assert!(empty.is_empty());
+        let empty = Fixture::new(policy, &[]);
+        assert!(empty.b.is_empty());
         assert_eq!(empty.pick(), None);
-        let b = Balancer::new(policy, &[1, 2]);
+        let b = Fixture::new(policy, &[1, 2]);
         b.set_healthy(0, false);
         b.set_healthy(1, false);
         assert_eq!(
@@ -88,7 +145,7 @@ fn no_healthy_backend_gives_none() {
 #[test]
 fn unhealthy_backend_is_never_picked_and_keeps_its_in_flight() {
     for policy in POLICIES {
-        let b = Balancer::new(policy, &[1, 5, 1]);
+        let b = Fixture::new(policy, &[1, 5, 1]);
         assert_eq!(b.pick(), Some(1));
         b.set_healthy(1, false);
         assert!(!b.is_healthy(1));
@@ -102,7 +159,7 @@ fn unhealthy_backend_is_never_picked_and_keeps_its_in_flight() {
 #[test]
 fn recovered_backend_does_not_burst() {
     for policy in POLICIES {
-        let b = Balancer::new(policy, &[1, 1]);
+        let b = Fixture::new(policy, &[1, 1]);
         b.set_healthy(1, false);
         picks(&b, 100);
         b.set_healthy(1, true);
@@ -116,7 +173,7 @@ fn recovered_backend_does_not_burst() {
 
 #[test]
 fn busy_backend_does_not_burst_when_it_frees_up() {
-    let b = Balancer::new(Policy::LeastLoad, &[1, 1]);
+    let b = Fixture::new(Policy::LeastLoad, &[1, 1]);
     assert_eq!(b.pick(), Some(0));
     assert!(
         picks(&b, 100).iter().all(|&i| i == 1),
@@ -129,7 +186,7 @@ fn busy_backend_does_not_burst_when_it_frees_up() {
 
 #[test]
 fn least_load_prefers_the_idle_backend() {
-    let b = Balancer::new(Policy::LeastLoad, &[1, 1, 2]);
+    let b = Fixture::new(Policy::LeastLoad, &[1, 1, 2]);
     let held: Vec<usize> = (0..4).map(|_| b.pick().unwrap()).collect();
     assert_eq!(counts(&held, 3), [1, 1, 2], "loads fill by weight");
     b.release(2);
@@ -139,7 +196,7 @@ fn least_load_prefers_the_idle_backend() {
 #[test]
 fn slow_start_scales_the_share() {
     for policy in POLICIES {
-        let b = Balancer::new(policy, &[1, 1]);
+        let b = Fixture::new(policy, &[1, 1]);
         b.set_permille(0, 100);
         assert_eq!(counts(&picks(&b, 1100), 2), [100, 1000], "{policy:?}");
         b.set_permille(0, 1000);
@@ -156,7 +213,7 @@ fn slow_start_scales_the_share() {
 #[test]
 fn out_of_range_input_is_ignored_or_clamped() {
     for policy in POLICIES {
-        let b = Balancer::new(policy, &[0, 1, 5000]);
+        let b = Fixture::new(policy, &[0, 1, 5000]);
         b.release(9);
         b.set_healthy(9, false);
         b.set_permille(9, 10);
@@ -168,10 +225,7 @@ fn out_of_range_input_is_ignored_or_clamped() {
             [1, 1, 1000],
             "weights clamp to 1..=1000"
         );
-        let (zero, one) = (
-            Balancer::new(policy, &[1, 1]),
-            Balancer::new(policy, &[1, 1]),
-        );
+        let (zero, one) = (Fixture::new(policy, &[1, 1]), Fixture::new(policy, &[1, 1]));
         zero.set_permille(0, 0);
         one.set_permille(0, 1);
         assert_eq!(
@@ -184,10 +238,10 @@ fn out_of_range_input_is_ignored_or_clamped() {
 
 #[test]
 fn guard_releases_on_drop() {
-    let b = Arc::new(Balancer::new(Policy::LeastLoad, &[1, 1]));
-    let guard = b.pick_guard().unwrap();
-    assert_eq!(b.in_flight(guard.index()), 1);
-    let index = guard.index();
+    let b = Fixture::new(Policy::LeastLoad, &[1, 1]);
+    let guard = b.b.pick_guard().unwrap();
+    let index = b.position(guard.id());
+    assert_eq!(b.in_flight(index), 1);
     drop(guard);
     assert_eq!(b.in_flight(index), 0);
 }
@@ -206,16 +260,16 @@ fn concurrent_picks_balance_and_release() {
     let weights = [3, 1, 2, 7, 2];
     let sum: u32 = weights.iter().sum();
     for policy in POLICIES {
-        let b = Arc::new(Balancer::new(policy, &weights));
+        let f = Fixture::new(policy, &weights);
         let per_thread: Vec<Vec<u32>> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..THREADS)
                 .map(|_| {
-                    let b = Arc::clone(&b);
+                    let f = &f;
                     s.spawn(move || {
                         let mut c = vec![0; weights.len()];
                         for _ in 0..PER_THREAD {
-                            let guard = b.pick_guard().expect("all healthy");
-                            c[guard.index()] += 1;
+                            let guard = f.b.pick_guard().expect("all healthy");
+                            c[f.position(guard.id())] += 1;
                         }
                         c
                     })
@@ -227,7 +281,7 @@ fn concurrent_picks_balance_and_release() {
             .map(|i| per_thread.iter().map(|c| c[i]).sum())
             .collect();
         assert!(
-            (0..weights.len()).all(|i| b.in_flight(i) == 0),
+            (0..weights.len()).all(|i| f.in_flight(i) == 0),
             "every guard released"
         );
         assert_eq!(total.iter().sum::<u32>() as usize, THREADS * PER_THREAD);
@@ -240,123 +294,6 @@ fn concurrent_picks_balance_and_release() {
                 total, expected,
                 "round robin shares by weight under contention"
             );
-        }
-    }
-}
-
-/// 1..=20 weights in 1..=1000 with a sum of at most 5000 (scaled down when above).
-fn weights() -> impl Strategy<Value = Vec<u32>> {
-    prop::collection::vec(1u32..=1000, 1..=20).prop_map(|mut w| {
-        let sum: u32 = w.iter().sum();
-        if sum > 5000 {
-            w.iter_mut().for_each(|x| *x = (*x * 5000 / sum).max(1));
-        }
-        w
-    })
-}
-
-#[derive(Debug, Clone)]
-enum Op {
-    Pick,
-    /// Release the n-th (mod count) outstanding pick.
-    Release(usize),
-    Flip(usize),
-    Exclude(Vec<usize>),
-}
-
-fn ops(len: usize) -> impl Strategy<Value = Vec<Op>> {
-    let op = prop_oneof![
-        4 => Just(Op::Pick),
-        3 => any::<usize>().prop_map(Op::Release),
-        1 => (0..len).prop_map(Op::Flip),
-        1 => prop::collection::vec(0..len, 0..4).prop_map(Op::Exclude),
-    ];
-    prop::collection::vec(op, 0..300)
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
-
-    #[test]
-    fn every_window_of_sum_picks_holds_each_backend_weight_times(
-        w in weights(),
-        offset in 0usize..5000,
-    ) {
-        let sum = w.iter().sum::<u32>() as usize;
-        for policy in POLICIES {
-            let b = Balancer::new(policy, &w);
-            picks(&b, offset % sum);
-            let seq = picks(&b, 2 * sum);
-            // One exact window plus period `sum` makes every window in between exact.
-            prop_assert_eq!(counts(&seq[..sum], w.len()), w.clone(), "{:?}", policy);
-            prop_assert!((0..sum).all(|j| seq[j] == seq[j + sum]), "{:?}: period", policy);
-        }
-    }
-
-    #[test]
-    fn only_healthy_untried_backends_are_picked(w in weights(), ops in ops(20)) {
-        for policy in POLICIES {
-            let b = Balancer::new(policy, &w);
-            let mut healthy = vec![true; w.len()];
-            let mut held = Vec::new();
-            for op in &ops {
-                let tried: &[usize] = match op {
-                    Op::Pick => &[],
-                    Op::Exclude(tried) => tried,
-                    Op::Release(n) => {
-                        if !held.is_empty() {
-                            b.release(held.swap_remove(n % held.len()));
-                        }
-                        continue;
-                    }
-                    Op::Flip(i) => {
-                        if let Some(h) = healthy.get_mut(*i) {
-                            *h = !*h;
-                            b.set_healthy(*i, *h);
-                        }
-                        continue;
-                    }
-                };
-                let candidate = |i: usize| healthy[i] && !tried.contains(&i);
-                match b.pick_excluding(tried) {
-                    Some(i) => {
-                        prop_assert!(candidate(i), "{:?} picked {} (tried {:?})", policy, i, tried);
-                        held.push(i);
-                    }
-                    None => prop_assert!(!(0..w.len()).any(candidate), "None with a candidate"),
-                }
-            }
-            for i in 0..w.len() {
-                let mine = held.iter().filter(|&&h| h == i).count() as u64;
-                prop_assert_eq!(b.in_flight(i), mine, "in flight counts picks minus releases");
-            }
-        }
-    }
-
-    #[test]
-    fn least_load_never_picks_a_heavier_backend(w in weights(), ops in ops(20)) {
-        let b = Balancer::new(Policy::LeastLoad, &w);
-        let mut held = Vec::new();
-        for op in &ops {
-            match op {
-                Op::Release(n) if !held.is_empty() => b.release(held.swap_remove(n % held.len())),
-                Op::Flip(i) if *i < w.len() => b.set_healthy(*i, !b.is_healthy(*i)),
-                Op::Pick => {
-                    let before: Vec<(bool, u64)> =
-                        (0..w.len()).map(|j| (b.is_healthy(j), b.in_flight(j))).collect();
-                    // Exact `in_flight / weight` comparison on the state before the pick.
-                    let heavier = |x: usize, y: usize| {
-                        u128::from(before[x].1) * u128::from(w[y])
-                            > u128::from(before[y].1) * u128::from(w[x])
-                    };
-                    if let Some(i) = b.pick() {
-                        let lighter = (0..w.len()).find(|&j| before[j].0 && heavier(i, j));
-                        prop_assert_eq!(lighter, None, "picked {} over a lighter backend", i);
-                        held.push(i);
-                    }
-                }
-                _ => {}
-            }
         }
     }
 }

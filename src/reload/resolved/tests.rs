@@ -71,12 +71,11 @@ fn a_name_with_one_address_keeps_its_label_and_several_get_one_label_each() {
 #[test]
 fn every_address_of_a_name_is_a_backend_of_its_weight() {
     let s = Snapshot::build(config(&named(3), "1s"), None, resolved(&[5, 6])).expect("build");
+    s.publish();
     let app = &s.upstreams["app"];
     assert_eq!(app.backends.len(), 2);
     assert!(
-        app.backends
-            .iter()
-            .all(|b| b.weight.load(Ordering::Relaxed) == 3),
+        app.backends.iter().all(|b| b.weight() == 3),
         "each address gets the weight of the name"
     );
 }
