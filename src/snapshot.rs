@@ -119,6 +119,11 @@ impl Snapshot {
             .find(|(l, _)| l.name == name)
     }
 
+    /// The listener bound to `bind`.
+    pub fn listener_on(&self, bind: std::net::SocketAddr) -> Option<Route<'_>> {
+        self.listeners().find(|(l, _)| l.bind == bind)
+    }
+
     /// Every listener with its live part, in config order.
     pub fn listeners(&self) -> impl Iterator<Item = Route<'_>> {
         self.config.listeners.iter().zip(&self.listeners)

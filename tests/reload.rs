@@ -168,6 +168,27 @@ async fn a_removed_listener_finishes_its_slow_request_and_refuses_new_clients() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_moved_to_another_port_stops_accepting_on_the_old_one() {
+    let a = http_backend("a").await;
+    let echo = tcp_backend("echo", Mode::Echo).await;
+    let (web, l4, moved) = (free_port(), free_port(), free_port());
+    let f = Fulcrum::start(&config(web, l4, &[(a.addr, 1)], echo));
+    let old: SocketAddr = ([127, 0, 0, 1], web).into();
+    assert_eq!(get(old, "/").await.status, 200);
+    reload(&f, &config(moved, l4, &[(a.addr, 1)], echo), 1);
+    assert!(f.log().contains("listener \"web\" moved"), "{}", f.log());
+    let new: SocketAddr = ([127, 0, 0, 1], moved).into();
+    assert_eq!(get(new, "/").await.status, 200, "served on the new port");
+    support::wait_for_async("the old port to refuse", || async {
+        TcpStream::connect(old).await.is_err().then_some(())
+    })
+    .await;
+    // And the old port can be bound again by a later reload.
+    reload(&f, &config(web, l4, &[(a.addr, 1)], echo), 2);
+    assert_eq!(get(old, "/").await.status, 200, "back on the first port");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_files_keep_the_running_configuration() {
     let a = http_backend("a").await;
     let echo = tcp_backend("echo", Mode::Echo).await;

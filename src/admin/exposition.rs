@@ -63,14 +63,15 @@ pub fn refresh(snapshot: &Snapshot) {
 }
 
 /// The lines of `text` that belong to the running configuration: a sample whose `listener`,
-/// `upstream` or (`upstream`, `backend`) label names something `snapshot` no longer has is
-/// left out; comments and everything else pass.
+/// `upstream`, (`listener`, `upstream`) or (`upstream`, `backend`) labels name something
+/// `snapshot` no longer has is left out; comments and everything else pass.
 pub fn current_only(text: &str, snapshot: &Snapshot) -> String {
-    let listeners: HashSet<&str> = snapshot
+    // Each listener with the upstream it sends to now.
+    let listeners: HashMap<&str, &str> = snapshot
         .config
         .listeners
         .iter()
-        .map(|l| l.name.as_str())
+        .map(|l| (l.name.as_str(), l.upstream.as_str()))
         .collect();
     let backends: HashMap<&str, HashSet<&str>> = snapshot
         .upstreams
@@ -89,7 +90,7 @@ pub fn current_only(text: &str, snapshot: &Snapshot) -> String {
 
 fn is_current(
     line: &str,
-    listeners: &HashSet<&str>,
+    listeners: &HashMap<&str, &str>,
     backends: &HashMap<&str, HashSet<&str>>,
 ) -> bool {
     let labels = labels(line);
@@ -99,10 +100,13 @@ fn is_current(
             .find(|(k, _)| *k == key)
             .map(|(_, v)| v.as_str())
     };
-    if let Some(l) = get("listener")
-        && !listeners.contains(l)
-    {
-        return false;
+    if let Some(l) = get("listener") {
+        match (listeners.get(l), get("upstream")) {
+            (None, _) => return false,
+            // A listener's series of an upstream it no longer sends to.
+            (Some(now), Some(u)) if *now != u => return false,
+            _ => {}
+        }
     }
     match (get("upstream"), get("backend")) {
         (Some(u), backend) => match backends.get(u) {
@@ -153,7 +157,36 @@ fn labels(line: &str) -> Vec<(&str, String)> {
 
 #[cfg(test)]
 mod tests {
-    use super::labels;
+    use std::collections::{HashMap, HashSet};
+
+    use super::{is_current, labels};
+
+    #[test]
+    fn only_series_of_what_runs_now_are_current() {
+        let listeners = HashMap::from([("web", "app")]);
+        let backends = HashMap::from([
+            ("app", HashSet::from(["10.0.0.1:80"])),
+            ("old", HashSet::new()),
+        ]);
+        let current = |line: &str| is_current(line, &listeners, &backends);
+        assert!(current(
+            r#"r{listener="web",upstream="app",backend="10.0.0.1:80"} 1"#
+        ));
+        assert!(current(
+            r#"r{listener="web",upstream="app",backend="none"} 1"#
+        ));
+        assert!(current(r#"reloads{result="success"} 1"#));
+        assert!(!current(r#"r{listener="gone"} 1"#), "a removed listener");
+        assert!(
+            !current(r#"r{upstream="app",backend="10.0.0.2:80"} 1"#),
+            "a removed backend"
+        );
+        assert!(!current(r#"f{upstream="gone"} 1"#), "a removed upstream");
+        assert!(
+            !current(r#"d{listener="web",upstream="old"} 1"#),
+            "an upstream the listener no longer sends to"
+        );
+    }
 
     #[test]
     fn labels_are_read_with_their_escapes() {

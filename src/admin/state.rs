@@ -76,8 +76,8 @@ impl State {
     }
 
     /// Why the process is not ready, one line per reason; empty when it is. An upstream is
-    /// ready when one of its backends is healthy and, with active checks, once one of them
-    /// has passed a check: a pod whose backends nobody has looked at yet is not Ready.
+    /// ready when one of its backends is healthy and, with active checks, has passed a check:
+    /// a pod whose backends nobody has looked at yet is not Ready.
     pub fn not_ready(&self) -> Vec<String> {
         if self.is_draining() {
             return vec!["draining".into()];
@@ -90,7 +90,10 @@ impl State {
                 if !u.has_healthy_backend() {
                     Some(format!("upstream \"{}\" has no healthy backend", u.name))
                 } else if u.conf.health.check != crate::config::Check::None
-                    && !u.backends.iter().any(|b| b.has_passed_a_check())
+                    && !u
+                        .backends
+                        .iter()
+                        .any(|b| b.has_passed_a_check() && b.is_healthy())
                 {
                     Some(format!(
                         "upstream \"{}\" has no backend checked yet",

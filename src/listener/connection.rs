@@ -20,12 +20,25 @@ pub async fn handle(
     stream: Accepted,
     peer: SocketAddr,
     name: &Arc<str>,
+    bind: SocketAddr,
     live: &Arc<Live>,
     graceful: &CancellationToken,
 ) {
     let snapshot = live.load_full();
-    let Some((conf, state)) = snapshot.listener(name) else {
+    // A reload that renamed the listener hands its socket to a new accept loop; a client
+    // this loop accepted in between is served as the new listener's.
+    let Some((conf, state)) = snapshot
+        .listener(name)
+        .or_else(|| snapshot.listener_on(bind))
+    else {
         return;
+    };
+    let renamed: Arc<str>;
+    let name = if *conf.name == **name {
+        name
+    } else {
+        renamed = Arc::from(conf.name.as_str());
+        &renamed
     };
     let acceptor = state.acceptor.clone();
     // One deadline for all that comes before the payload: a client that stalls the PROXY

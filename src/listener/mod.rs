@@ -152,6 +152,7 @@ impl Running {
             .unwrap_or_default();
         let accept = Accept {
             name: Arc::from(conf.name.as_str()),
+            bind: conf.bind,
             limit: Arc::clone(&running.limit),
             stop: running.stop.clone(),
             graceful: running.graceful.clone(),
@@ -206,6 +207,7 @@ impl Running {
 /// One listener's accept loop and what its connections share.
 struct Accept {
     name: Arc<str>,
+    bind: SocketAddr,
     limit: Arc<Limit>,
     stop: CancellationToken,
     graceful: CancellationToken,
@@ -246,13 +248,14 @@ impl Accept {
             crate::metrics::connection_opened(&self.name);
             self.active.fetch_add(1, Ordering::Relaxed);
             let name = Arc::clone(&self.name);
+            let bind = self.bind;
             let live = Arc::clone(&self.live);
             let active = Arc::clone(&self.active);
             let graceful = self.graceful.clone();
             let kill = self.kill.clone();
             self.connections.spawn(async move {
                 tokio::select! {
-                    () = connection::handle(stream, peer, &name, &live, &graceful) => {}
+                    () = connection::handle(stream, peer, &name, bind, &live, &graceful) => {}
                     () = crate::proxy::cancelled::cancelled(&kill) => {}
                 }
                 active.fetch_sub(1, Ordering::Relaxed);

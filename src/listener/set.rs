@@ -78,7 +78,9 @@ impl Listeners {
     pub fn commit(&mut self, config: &Config, prepared: Prepared, live: &Arc<Live>, drain: &Drain) {
         let mut next = HashMap::with_capacity(config.listeners.len());
         for l in &config.listeners {
-            if let Some(mut r) = self.running.remove(&l.name).filter(|r| r.bind == l.bind) {
+            if self.keeps(l)
+                && let Some(mut r) = self.running.remove(&l.name)
+            {
                 r.update(l);
                 next.insert(l.name.clone(), r);
             }

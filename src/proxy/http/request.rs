@@ -19,19 +19,20 @@ pub(super) async fn handle(
     in_progress: InProgress,
 ) -> Response<RespBody> {
     let started = Instant::now();
-    let snapshot = conn.live.load();
-    let Some(upstream) = snapshot
-        .listener(&conn.client.listener)
-        .and_then(|(_, state)| state.upstream.as_ref())
-    else {
+    // The upstream is held for the request, not the snapshot's guard: the exchange awaits.
+    let (upstream, log_access) = {
+        let snapshot = conn.live.load();
+        let upstream = snapshot
+            .listener(&conn.client.listener)
+            .and_then(|(_, state)| state.upstream.clone());
+        (upstream, snapshot.config.log.access)
+    };
+    let Some(upstream) = upstream else {
         return local(StatusCode::SERVICE_UNAVAILABLE, in_progress);
     };
     // Only the access log needs these; skip the copies when it is off.
-    let access = snapshot
-        .config
-        .log
-        .access
-        .then(|| (req.method().clone(), req.uri().path().to_owned()));
+    let access = log_access.then(|| (req.method().clone(), req.uri().path().to_owned()));
+    let upstream = &upstream;
     let (resp, backend) = match forward(req, conn, upstream).await {
         Ok(f) => {
             let backend = Arc::clone(&f.backend);
