@@ -31,15 +31,15 @@ fn config(backends: &[&str], extra: &str) -> Arc<Config> {
 }
 
 /// The running snapshot and its checkers, as the server holds them.
-struct Shared {
+struct Harness {
     state: Arc<Live>,
     checkers: Checkers,
 }
 
-fn shared(config: Arc<Config>, probe: Probe) -> Shared {
+fn shared(config: Arc<Config>, probe: Probe) -> Harness {
     let snapshot = Snapshot::build(config, None, Default::default()).expect("build snapshot");
     snapshot.publish();
-    Shared {
+    Harness {
         state: Arc::new(Live::from_pointee(snapshot)),
         checkers: Checkers::with_probe(probe),
     }
@@ -81,7 +81,7 @@ impl Fake {
     }
 }
 
-fn app(shared: &Shared) -> Arc<Upstream> {
+fn app(shared: &Harness) -> Arc<Upstream> {
     Arc::clone(&shared.state.load().upstreams["app"])
 }
 
