@@ -141,7 +141,8 @@ impl Attempt for Exchange<'_> {
             .or_else(|| self.replay.as_ref().map(rebuild))
         else {
             // Not reached: a request that cannot be sent again is never given another try.
-            return Outcome::Failed(Failure::Reset, false);
+            // Were it reached, no backend is at fault, so none is blamed.
+            return Outcome::Abort(StatusCode::BAD_GATEWAY);
         };
         let pooled = match lease.backend.pool.checkout(&self.key) {
             // Handed out ready; if it closed since, a new connection is dialled.
