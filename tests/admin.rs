@@ -362,7 +362,13 @@ async fn status_reports_listeners_upstreams_and_live_backend_state() {
             .iter()
             .find(|l| l["name"] == "l4")?
             .clone();
-        (l4["active_connections"] == 1).then_some(s)
+        let live_in_flight = s["upstreams"]
+            .as_array()?
+            .iter()
+            .find(|u| u["name"] == "app")?["backends"][0]["in_flight"]
+            .clone();
+        // The connection is counted at accept, the lease only once the backend is dialled.
+        (l4["active_connections"] == 1 && live_in_flight == 1).then_some(s)
     })
     .await;
     assert_eq!(s["version"], env!("CARGO_PKG_VERSION"));
