@@ -89,6 +89,7 @@ impl HttpHead {
             addrs,
             listener: Arc::from(listener.name.as_str()),
             proto: "http",
+            cover: None,
             timeouts: listener.timeouts.clone(),
         };
         let graceful = CancellationToken::new();

@@ -15,6 +15,7 @@
 //!   the one owner of each backend's health, trial, slow-start share and in-flight count.
 //! - `tls`, `proxy_protocol`, `resolve`: rustls for both sides, the PROXY header, host names.
 //! - `metrics`, `logging`, `summary`: what the process tells the operator.
+//! - `routing`: which route of an http listener a request takes (host index, conditions).
 //! - `upstream`: live backends (address, counters, idle connections, their balancer member), the pick and
 //!   its lease, the one place a backend failure is recorded.
 //! - `snapshot`: the running configuration and the handle (`Live`) every part reads it by.
@@ -52,6 +53,7 @@ pub mod proxy;
 pub mod proxy_protocol;
 pub mod reload;
 pub mod resolve;
+pub mod routing;
 pub mod server;
 pub mod snapshot;
 pub mod summary;

@@ -45,6 +45,9 @@ fn main() -> ExitCode {
     };
     match cli.command.unwrap_or(Command::Run) {
         Command::Check => {
+            for w in &config.warnings {
+                eprintln!("warning: {w}");
+            }
             print!("{}", fulcrum::summary::render(&config));
             ExitCode::SUCCESS
         }

@@ -109,11 +109,12 @@ fn code_index(status: http::StatusCode) -> usize {
     }
 }
 
-/// The request series of one (listener, backend): a counter per status class, made at the
-/// first request of that class (so a scrape lists only classes that happened), and the
+/// The request series of one (listener, route, backend): a counter per status class, made at
+/// the first request of that class (so a scrape lists only classes that happened), and the
 /// listener's duration histogram.
 struct RequestSeries {
     listener: Arc<str>,
+    route: Arc<str>,
     upstream: Arc<str>,
     backend: Arc<str>,
     codes: [OnceLock<Counter>; 5],
@@ -121,9 +122,15 @@ struct RequestSeries {
 }
 
 impl RequestSeries {
-    fn new(listener: &Arc<str>, upstream: &Arc<str>, backend: &Arc<str>) -> RequestSeries {
+    fn new(labels: Labels<'_>, backend: &Arc<str>) -> RequestSeries {
+        let Labels {
+            listener,
+            route,
+            upstream,
+        } = labels;
         RequestSeries {
             listener: Arc::clone(listener),
+            route: Arc::clone(route),
             upstream: Arc::clone(upstream),
             backend: Arc::clone(backend),
             codes: Default::default(),
@@ -137,14 +144,14 @@ impl RequestSeries {
         let code = CODES.get(index).copied().unwrap_or("5xx");
         Some(cell.get_or_init(|| {
             counter!(REQUESTS_TOTAL, "listener" => Arc::clone(&self.listener),
-                "upstream" => Arc::clone(&self.upstream), "backend" => Arc::clone(&self.backend),
-                "code" => code)
+                "route" => Arc::clone(&self.route), "upstream" => Arc::clone(&self.upstream),
+                "backend" => Arc::clone(&self.backend), "code" => code)
         }))
     }
 }
 
-/// A backend's request series per listener, looked up once and then read without locks;
-/// a listener seen for the first time appends a copy (rare: once per listener name).
+/// A backend's request series per (listener, route), looked up once and then read without
+/// locks; a pair seen for the first time appends a copy (rare: once per route).
 #[derive(Default)]
 pub struct BackendSeries(ArcSwap<Vec<Arc<RequestSeries>>>);
 
@@ -157,21 +164,17 @@ impl std::fmt::Debug for BackendSeries {
 }
 
 impl BackendSeries {
-    fn get(
-        &self,
-        listener: &Arc<str>,
-        upstream: &Arc<str>,
-        backend: &Arc<str>,
-    ) -> Arc<RequestSeries> {
+    fn get(&self, labels: Labels<'_>, backend: &Arc<str>) -> Arc<RequestSeries> {
+        let same = |a: &Arc<str>, b: &Arc<str>| Arc::ptr_eq(a, b) || a == b;
         let find = |v: &Vec<Arc<RequestSeries>>| {
             v.iter()
-                .find(|s| Arc::ptr_eq(&s.listener, listener) || s.listener == *listener)
+                .find(|s| same(&s.listener, labels.listener) && same(&s.route, labels.route))
                 .cloned()
         };
         if let Some(s) = find(&self.0.load()) {
             return s;
         }
-        let series = Arc::new(RequestSeries::new(listener, upstream, backend));
+        let series = Arc::new(RequestSeries::new(labels, backend));
         self.0.rcu(|v| {
             let mut next = (**v).clone();
             if find(v).is_none() {
@@ -183,10 +186,20 @@ impl BackendSeries {
     }
 }
 
+/// Who answered a request, as labels: its listener, route (`none`: no route matched) and
+/// upstream (`none`: no upstream was involved).
+#[derive(Clone, Copy)]
+struct Labels<'a> {
+    listener: &'a Arc<str>,
+    route: &'a Arc<str>,
+    upstream: &'a Arc<str>,
+}
+
 /// One answered HTTP request: `backend` is the backend's cached series and label, `None` when
-/// fulcrum answered without one (503).
+/// fulcrum answered without one (a 503, a redirect, a 404).
 pub fn request(
     listener: &Arc<str>,
+    route: &Arc<str>,
     upstream: &Arc<str>,
     backend: Option<(&BackendSeries, &Arc<str>)>,
     status: http::StatusCode,
@@ -196,9 +209,14 @@ pub fn request(
         return;
     }
     let code = code_index(status);
+    let labels = Labels {
+        listener,
+        route,
+        upstream,
+    };
     match backend {
         Some((series, addr)) => {
-            let s = series.get(listener, upstream, addr);
+            let s = series.get(labels, addr);
             if let Some(c) = s.code(code) {
                 c.increment(1);
             }
@@ -206,8 +224,8 @@ pub fn request(
         }
         None => {
             counter!(REQUESTS_TOTAL, "listener" => Arc::clone(listener),
-                "upstream" => Arc::clone(upstream), "backend" => "none",
-                "code" => CODES.get(code).copied().unwrap_or("5xx"))
+                "route" => Arc::clone(route), "upstream" => Arc::clone(upstream),
+                "backend" => "none", "code" => CODES.get(code).copied().unwrap_or("5xx"))
             .increment(1);
             histogram!(REQUEST_DURATION, "listener" => Arc::clone(listener),
                 "upstream" => Arc::clone(upstream))

@@ -33,6 +33,9 @@ pub enum StartError {
 /// Runs the proxy until `Control::Shutdown` (or the sender is dropped), then drains.
 pub async fn run(config: Config, mut control: mpsc::Receiver<Control>) -> Result<(), StartError> {
     let config = Arc::new(config);
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
     let resolved = crate::resolve::lookup(&config, None)
         .await
         .map_err(BuildError::from)?;

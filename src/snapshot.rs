@@ -8,10 +8,11 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use arc_swap::ArcSwap;
-use tokio_rustls::TlsAcceptor;
 
 use crate::config;
 use crate::resolve::Resolved;
+use crate::routing::Router;
+use crate::tls::Acceptor;
 use crate::upstream::{BuildError, Upstream, Upstreams};
 
 /// The handle every part holds to the running snapshot: one atomic load per use, no lock.
@@ -33,11 +34,14 @@ pub struct Snapshot {
 
 /// What a listener of the running configuration needs besides its settings.
 pub struct ListenerState {
-    /// Looked up once here: hashing the upstream's name per request would be a measurable cost.
+    /// The listener's `upstream` (for http, the default of requests no route matches), looked
+    /// up once here: hashing the upstream's name per request would be a measurable cost.
     pub upstream: Option<Arc<Upstream>>,
+    /// http: the routes, their targets looked up the same way.
+    pub router: Router<Arc<Upstream>>,
     /// `Some` with `[listener.tls]`. Kept across reloads that leave the TLS settings as they
     /// were, so ticket keys and the session cache survive and clients resume.
-    pub acceptor: Option<TlsAcceptor>,
+    pub acceptor: Option<Acceptor>,
     /// Open client connections, for `/status` and `/metrics`; carried over while the listener
     /// keeps its name and bind (its accept loop and connections go on).
     pub active: Arc<AtomicU64>,
@@ -47,6 +51,7 @@ impl std::fmt::Debug for ListenerState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ListenerState")
             .field("upstream", &self.upstream.as_ref().map(|u| &u.name))
+            .field("routes", &self.router.routes().len())
             .field("tls", &self.acceptor.is_some())
             .field("active", &self.active)
             .finish()
@@ -87,8 +92,14 @@ impl Snapshot {
                 Some((old, state)) if old.bind == l.bind => Arc::clone(&state.active),
                 _ => Arc::default(),
             };
+            let router = Router::build(
+                &l.routes,
+                |name| upstreams.get(name).cloned(),
+                before.map(|(_, state)| &state.router),
+            );
             listeners.push(ListenerState {
-                upstream: upstreams.get(&l.upstream).cloned(),
+                upstream: l.upstream.as_ref().and_then(|u| upstreams.get(u).cloned()),
+                router,
                 acceptor,
                 active,
             });

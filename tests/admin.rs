@@ -84,7 +84,7 @@ async fn metrics_list_every_family_with_its_labels() {
         ("fulcrum_active_connections", &["listener"]),
         (
             "fulcrum_requests_total",
-            &["listener", "upstream", "backend", "code"],
+            &["listener", "route", "upstream", "backend", "code"],
         ),
         (
             "fulcrum_request_duration_seconds_bucket",

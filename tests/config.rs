@@ -89,7 +89,7 @@ fn minimal_file_gets_the_defaults_of_the_spec() {
     assert_eq!(l.name, "web");
     assert_eq!(l.bind, "127.0.0.1:8080".parse().unwrap());
     assert_eq!(l.protocol, Protocol::Http);
-    assert_eq!(l.upstream, "app");
+    assert_eq!(l.upstream.as_deref(), Some("app"));
     assert_eq!(l.max_connections, 10_000);
     assert_eq!(l.timeouts.header_read, Duration::from_secs(10));
     assert_eq!(l.timeouts.idle, Duration::from_secs(60));

@@ -35,8 +35,10 @@ pub fn refresh(snapshot: &Snapshot) {
         }
         if l.protocol == crate::config::Protocol::Http {
             // Creating the handle registers the histogram; it renders with count 0.
-            let _ =
-                histogram!(REQUEST_DURATION, "listener" => name, "upstream" => l.upstream.clone());
+            for upstream in sends_to(l) {
+                let _ = histogram!(REQUEST_DURATION, "listener" => name.clone(),
+                    "upstream" => upstream.to_owned());
+            }
         }
     }
     for u in snapshot.upstreams.values() {
@@ -62,16 +64,41 @@ pub fn refresh(snapshot: &Snapshot) {
     }
 }
 
+/// The upstreams a listener sends to: its default and its routes' (for http, "none" too: the
+/// label of answers no upstream gave).
+fn sends_to(l: &crate::config::Listener) -> HashSet<&str> {
+    let mut out: HashSet<&str> = l
+        .routes
+        .iter()
+        .filter_map(|r| r.action.upstream())
+        .chain(l.upstream.as_deref())
+        .collect();
+    if l.protocol == crate::config::Protocol::Http {
+        out.insert("none");
+    }
+    out
+}
+
+/// What a listener's series may name now: the upstreams it sends to and its routes.
+struct Current<'a> {
+    upstreams: HashSet<&'a str>,
+    routes: HashSet<&'a str>,
+}
+
 /// The lines of `text` that belong to the running configuration: a sample whose `listener`,
-/// `upstream`, (`listener`, `upstream`) or (`upstream`, `backend`) labels name something
-/// `snapshot` no longer has is left out; comments and everything else pass.
+/// `route`, `upstream`, (`listener`, `upstream`) or (`upstream`, `backend`) labels name
+/// something `snapshot` no longer has is left out; comments and everything else pass.
 pub fn current_only(text: &str, snapshot: &Snapshot) -> String {
-    // Each listener with the upstream it sends to now.
-    let listeners: HashMap<&str, &str> = snapshot
+    let listeners: HashMap<&str, Current<'_>> = snapshot
         .config
         .listeners
         .iter()
-        .map(|l| (l.name.as_str(), l.upstream.as_str()))
+        .map(|l| {
+            let mut routes: HashSet<&str> = l.routes.iter().map(|r| r.name.as_str()).collect();
+            routes.insert("none");
+            let upstreams = sends_to(l);
+            (l.name.as_str(), Current { upstreams, routes })
+        })
         .collect();
     let backends: HashMap<&str, HashSet<&str>> = snapshot
         .upstreams
@@ -90,7 +117,7 @@ pub fn current_only(text: &str, snapshot: &Snapshot) -> String {
 
 fn is_current(
     line: &str,
-    listeners: &HashMap<&str, &str>,
+    listeners: &HashMap<&str, Current<'_>>,
     backends: &HashMap<&str, HashSet<&str>>,
 ) -> bool {
     let labels = labels(line);
@@ -101,14 +128,18 @@ fn is_current(
             .map(|(_, v)| v.as_str())
     };
     if let Some(l) = get("listener") {
-        match (listeners.get(l), get("upstream")) {
-            (None, _) => return false,
-            // A listener's series of an upstream it no longer sends to.
-            (Some(now), Some(u)) if *now != u => return false,
-            _ => {}
+        let Some(now) = listeners.get(l) else {
+            return false;
+        };
+        // A listener's series of an upstream it no longer sends to, or of a removed route.
+        if get("upstream").is_some_and(|u| !now.upstreams.contains(u))
+            || get("route").is_some_and(|r| !now.routes.contains(r))
+        {
+            return false;
         }
     }
     match (get("upstream"), get("backend")) {
+        (Some("none"), _) => true,
         (Some(u), backend) => match backends.get(u) {
             None => false,
             Some(known) => backend.is_none_or(|b| b == "none" || known.contains(b)),
@@ -159,11 +190,15 @@ fn labels(line: &str) -> Vec<(&str, String)> {
 mod tests {
     use std::collections::{HashMap, HashSet};
 
-    use super::{is_current, labels};
+    use super::{Current, is_current, labels};
 
     #[test]
     fn only_series_of_what_runs_now_are_current() {
-        let listeners = HashMap::from([("web", "app")]);
+        let web = Current {
+            upstreams: HashSet::from(["app", "none"]),
+            routes: HashSet::from(["api", "none"]),
+        };
+        let listeners = HashMap::from([("web", web)]);
         let backends = HashMap::from([
             ("app", HashSet::from(["10.0.0.1:80"])),
             ("old", HashSet::new()),
@@ -185,6 +220,16 @@ mod tests {
         assert!(
             !current(r#"d{listener="web",upstream="old"} 1"#),
             "an upstream the listener no longer sends to"
+        );
+        assert!(current(
+            r#"r{listener="web",route="api",upstream="app",backend="10.0.0.1:80"} 1"#
+        ));
+        assert!(current(
+            r#"r{listener="web",route="none",upstream="none",backend="none"} 1"#
+        ));
+        assert!(
+            !current(r#"r{listener="web",route="gone",upstream="app",backend="none"} 1"#),
+            "a removed route"
         );
     }
 

@@ -30,6 +30,17 @@ pub struct ListenerInfo {
     pub bind: String,
     pub protocol: &'static str,
     pub active_connections: u64,
+    /// http listeners that have routes: each with the requests it answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub routes: Option<Vec<RouteInfo>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RouteInfo {
+    pub name: String,
+    /// null for redirect and respond routes.
+    pub upstream: Option<String>,
+    pub requests: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -62,6 +73,22 @@ pub fn build(state: &State) -> Status {
             bind: l.bind.to_string(),
             protocol: l.protocol.as_str(),
             active_connections: live.active.load(Ordering::Relaxed),
+            routes: (!live.router.is_empty()).then(|| {
+                live.router
+                    .routes()
+                    .iter()
+                    .map(|r| RouteInfo {
+                        name: r.name.to_string(),
+                        upstream: match &r.action {
+                            crate::routing::Action::Upstream { upstream, .. } => {
+                                Some(upstream.name.to_string())
+                            }
+                            _ => None,
+                        },
+                        requests: r.requests.load(Ordering::Relaxed),
+                    })
+                    .collect()
+            }),
         })
         .collect();
     let upstreams = config

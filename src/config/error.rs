@@ -102,9 +102,33 @@ pub(crate) const TABLES: &[(&str, &[&str])] = &[
             "timeouts",
             "proxy_protocol",
             "tls",
+            "route",
         ],
     ),
     ("in listener timeouts", &["header_read", "idle"]),
+    (
+        "in [[listener.route]]",
+        &[
+            "name",
+            "host",
+            "path",
+            "path_exact",
+            "methods",
+            "headers",
+            "upstream",
+            "strip_prefix",
+            "redirect",
+            "respond",
+            "request_headers",
+            "response_headers",
+        ],
+    ),
+    (
+        "in route redirect",
+        &["scheme", "host", "port", "path", "status"],
+    ),
+    ("in route respond", &["status", "body"]),
+    ("in route header rules", &["set", "remove"]),
     (
         "in [listener.tls]",
         &["certificates", "min_version", "session_resumption", "alpn"],
@@ -352,6 +376,22 @@ mod tests {
                 "in listener timeouts",
             ),
             ("[[listener]]\n[listener.tls]\nzz = 1", "in [listener.tls]"),
+            (
+                "[[listener]]\n[[listener.route]]\nzz = 1",
+                "in [[listener.route]]",
+            ),
+            (
+                "[[listener]]\n[[listener.route]]\nredirect = { zz = 1 }",
+                "in route redirect",
+            ),
+            (
+                "[[listener]]\n[[listener.route]]\nrespond = { zz = 1 }",
+                "in route respond",
+            ),
+            (
+                "[[listener]]\n[[listener.route]]\nrequest_headers = { zz = 1 }",
+                "in route header rules",
+            ),
             (
                 "[[listener]]\n[listener.tls]\ncertificates = [{ zz = 1 }]",
                 "in certificate",

@@ -11,9 +11,11 @@ mod addr;
 mod error;
 mod pem;
 mod raw;
+mod route;
 mod validate;
 
 pub use error::ConfigError;
+pub use route::{Action, HeaderRules, HostPattern, PathMatch, Redirect, Route, RouteMatch};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -30,8 +32,11 @@ pub struct Config {
     pub admin: Option<Admin>,
     pub log: Log,
     pub listeners: Vec<Listener>,
-    /// Sorted by name; every `Listener::upstream` names one of these.
+    /// Sorted by name; every `Listener::upstream` and route upstream names one of these.
     pub upstreams: Vec<Upstream>,
+    /// What is valid but likely a mistake (an upstream nothing uses): printed by `check`,
+    /// logged at start and reload.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -75,14 +80,17 @@ pub struct Listener {
     pub name: String,
     pub bind: SocketAddr,
     pub protocol: Protocol,
-    /// Name of an entry of `Config::upstreams` (checked).
-    pub upstream: String,
+    /// Name of an entry of `Config::upstreams` (checked); always set for tcp. For http the
+    /// default of requests no route matches (`None`: 404).
+    pub upstream: Option<String>,
     /// At least 1.
     pub max_connections: usize,
     pub timeouts: ListenerTimeouts,
     /// Every connection starts with a PROXY protocol v1 or v2 header naming the client.
     pub proxy_protocol: bool,
     pub tls: Option<ListenerTls>,
+    /// http only: tried in this order, the first that matches wins.
+    pub routes: Vec<Route>,
 }
 
 impl Listener {
@@ -136,6 +144,8 @@ pub struct Certificate {
     pub key_path: PathBuf,
     /// The DNS names of the leaf certificate (subjectAltName, else CN), wildcards as written.
     pub dns_names: Vec<String>,
+    /// The IP addresses of its subjectAltName: a client that reaches fulcrum by address.
+    pub ip_names: Vec<std::net::IpAddr>,
     pub key: Arc<rustls::sign::CertifiedKey>,
 }
 
@@ -145,6 +155,7 @@ impl std::fmt::Debug for Certificate {
             .field("cert_path", &self.cert_path)
             .field("key_path", &self.key_path)
             .field("dns_names", &self.dns_names)
+            .field("ip_names", &self.ip_names)
             .finish_non_exhaustive()
     }
 }

@@ -28,8 +28,8 @@ pub fn load_certificate(cert_path: &Path, key_path: &Path) -> Result<Certificate
             ),
         ));
     };
-    let dns_names =
-        dns_names(leaf).map_err(|m| (Which::Cert, format!("{}: {m}", quoted(cert_path))))?;
+    let (dns_names, ip_names) =
+        names(leaf).map_err(|m| (Which::Cert, format!("{}: {m}", quoted(cert_path))))?;
     let key = read_key(key_path).map_err(|m| (Which::Key, m))?;
     let provider = rustls::crypto::aws_lc_rs::default_provider();
     let certified = CertifiedKey::from_der(chain, key, &provider).map_err(|e| match e {
@@ -50,6 +50,7 @@ pub fn load_certificate(cert_path: &Path, key_path: &Path) -> Result<Certificate
         cert_path: cert_path.to_path_buf(),
         key_path: key_path.to_path_buf(),
         dns_names,
+        ip_names,
         key: Arc::new(certified),
     })
 }
@@ -129,32 +130,42 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
     }
 }
 
-/// The leaf's DNS names from subjectAltName, else its common name, wildcards as written.
-fn dns_names(leaf: &CertificateDer<'_>) -> Result<Vec<String>, String> {
+/// The leaf's DNS names from subjectAltName, else its common name, wildcards as written; and
+/// the IP addresses of its subjectAltName.
+type Names = (Vec<String>, Vec<std::net::IpAddr>);
+
+fn names(leaf: &CertificateDer<'_>) -> Result<Names, String> {
     use x509_parser::extensions::GeneralName;
     let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref())
         .map_err(|e| format!("the first certificate cannot be parsed: {e}"))?;
     let san = cert
         .subject_alternative_name()
         .map_err(|e| format!("the first certificate's subjectAltName cannot be parsed: {e}"))?;
-    let names = match san {
-        Some(san) => san
-            .value
-            .general_names
-            .iter()
-            .filter_map(|n| match n {
-                GeneralName::DNSName(name) => Some((*name).to_owned()),
-                _ => None,
-            })
-            .collect(),
-        None => cert
+    let Some(san) = san else {
+        let cn = cert
             .subject()
             .iter_common_name()
             .filter_map(|cn| cn.as_str().ok())
             .map(str::to_owned)
-            .collect(),
+            .collect();
+        return Ok((cn, Vec::new()));
     };
-    Ok(names)
+    let mut dns = Vec::new();
+    let mut ips = Vec::new();
+    for n in &san.value.general_names {
+        match n {
+            GeneralName::DNSName(name) => dns.push((*name).to_owned()),
+            GeneralName::IPAddress(b) => {
+                if let Ok(v4) = <[u8; 4]>::try_from(*b) {
+                    ips.push(v4.into());
+                } else if let Ok(v6) = <[u8; 16]>::try_from(*b) {
+                    ips.push(v6.into());
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok((dns, ips))
 }
 
 fn quoted(path: &Path) -> String {

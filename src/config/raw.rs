@@ -94,12 +94,63 @@ pub struct RawListener {
     pub name: Spanned<String>,
     pub bind: Spanned<String>,
     pub protocol: Spanned<String>,
-    pub upstream: Spanned<String>,
+    /// Required for tcp; for http the default of requests no route matches.
+    pub upstream: Option<Spanned<String>>,
     pub max_connections: Option<Spanned<i64>>,
     #[serde(default)]
     pub timeouts: RawTimeouts,
     pub proxy_protocol: Option<bool>,
     pub tls: Option<RawListenerTls>,
+    /// `[[listener.route]]`, in file order.
+    #[serde(default)]
+    pub route: Vec<Spanned<RawRoute>>,
+}
+
+/// One `[[listener.route]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub name: Option<Spanned<String>>,
+    pub host: Option<Spanned<Vec<Spanned<String>>>>,
+    pub path: Option<Spanned<String>>,
+    pub path_exact: Option<Spanned<String>>,
+    pub methods: Option<Spanned<Vec<Spanned<String>>>>,
+    pub headers: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
+    pub upstream: Option<Spanned<String>>,
+    pub strip_prefix: Option<Spanned<bool>>,
+    pub redirect: Option<Spanned<RawRedirect>>,
+    pub respond: Option<Spanned<RawRespond>>,
+    pub request_headers: Option<RawHeaderRules>,
+    pub response_headers: Option<RawHeaderRules>,
+}
+
+/// A route's `redirect = { scheme, host, port, path, status }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedirect {
+    pub scheme: Option<Spanned<String>>,
+    pub host: Option<Spanned<String>>,
+    pub port: Option<Spanned<i64>>,
+    pub path: Option<Spanned<String>>,
+    pub status: Option<Spanned<i64>>,
+}
+
+/// A route's `respond = { status, body }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRespond {
+    pub status: Spanned<i64>,
+    pub body: Option<Spanned<String>>,
+}
+
+/// `request_headers` / `response_headers = { set = { NAME = "value" }, remove = ["NAME"] }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaderRules {
+    #[serde(default)]
+    pub set: BTreeMap<Spanned<String>, Spanned<String>>,
+    #[serde(default)]
+    pub remove: Vec<Spanned<String>>,
 }
 
 /// A listener's `timeouts = { header_read = "10s", idle = "60s" }`.

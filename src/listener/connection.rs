@@ -82,16 +82,19 @@ pub async fn handle(
         graceful,
     };
     match acceptor {
-        None => session.serve(stream, "http").await,
+        None => session.serve(stream, "http", None).await,
         // Boxed: a TLS session's state is kilobytes, which every plain connection's task
         // would otherwise carry (and copy when it is spawned).
         Some(acceptor) => Box::pin(async move {
             // A client that stalls the handshake is cut off like one that stalls its request
             // head: it must not hold a connection slot for longer.
-            match timeout_at(deadline, acceptor.accept(stream)).await {
+            match timeout_at(deadline, acceptor.acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => {
+                    // The names of the certificate this connection was served with, which
+                    // every request on it must name.
+                    let cover = acceptor.sni.cover(tls.get_ref().1.server_name());
                     session
-                        .serve(crate::tls::CloseAsEof(tls), "https")
+                        .serve(crate::tls::CloseAsEof(tls), "https", cover)
                         .await;
                 }
                 Ok(Err(e)) => {
@@ -116,8 +119,9 @@ struct Session<'a> {
 }
 
 impl Session<'_> {
-    /// Proxies the connection, plain or the plaintext side of TLS (`proto` "https").
-    async fn serve<I>(self, stream: I, proto: &'static str)
+    /// Proxies the connection, plain or the plaintext side of TLS (`proto` "https", `cover`
+    /// the names of its certificate).
+    async fn serve<I>(self, stream: I, proto: &'static str, cover: Option<Arc<crate::tls::Cover>>)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -152,6 +156,7 @@ impl Session<'_> {
                     addrs: self.addrs,
                     listener: Arc::clone(self.name),
                     proto,
+                    cover,
                     timeouts: conf.timeouts.clone(),
                 };
                 // Each request reads the snapshot current when it arrives.

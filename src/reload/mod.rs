@@ -85,5 +85,8 @@ async fn try_reload(parts: Parts<'_>) -> Result<usize, String> {
     for line in &plan {
         tracing::info!("reload: {line}");
     }
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
     Ok(plan.len())
 }

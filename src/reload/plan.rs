@@ -1,6 +1,6 @@
 //! What a reload changes, worded for the operator's log.
 
-use crate::config::Config;
+use crate::config::{Config, Listener};
 
 /// What a reload changes, one line per change, for the operator.
 pub fn describe_changes(old: &Config, new: &Config) -> Vec<String> {
@@ -32,6 +32,7 @@ pub fn describe_changes(old: &Config, new: &Config) -> Vec<String> {
                 if certs(&o.tls) != certs(&l.tls) {
                     out.push(format!("listener \"{}\" certificates replaced", l.name));
                 }
+                routes(o, l, &mut out);
             }
         }
     }
@@ -82,4 +83,40 @@ pub fn describe_changes(old: &Config, new: &Config) -> Vec<String> {
         }
     }
     out
+}
+
+/// Routes added, removed and changed, by name, and a new order of those that stayed (order
+/// decides which route wins).
+fn routes(old: &Listener, new: &Listener, out: &mut Vec<String>) {
+    for r in &new.routes {
+        match old.routes.iter().find(|o| o.name == r.name) {
+            None => out.push(format!(
+                "listener \"{}\": route \"{}\" added",
+                new.name, r.name
+            )),
+            Some(o) if o != r => out.push(format!(
+                "listener \"{}\": route \"{}\" changed",
+                new.name, r.name
+            )),
+            Some(_) => {}
+        }
+    }
+    for o in &old.routes {
+        if !new.routes.iter().any(|r| r.name == o.name) {
+            out.push(format!(
+                "listener \"{}\": route \"{}\" removed",
+                new.name, o.name
+            ));
+        }
+    }
+    let kept = |a: &Listener, b: &Listener| -> Vec<String> {
+        a.routes
+            .iter()
+            .filter(|r| b.routes.iter().any(|o| o.name == r.name))
+            .map(|r| r.name.clone())
+            .collect()
+    };
+    if kept(old, new) != kept(new, old) {
+        out.push(format!("listener \"{}\": routes reordered", new.name));
+    }
 }

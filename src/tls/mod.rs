@@ -6,6 +6,7 @@
 //! certificate while open connections keep the session they have.
 
 mod client;
+mod cover;
 mod eof;
 mod sni;
 
@@ -19,6 +20,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::config::{ListenerTls, TlsVersion};
 
 pub use client::ClientTls;
+pub use cover::Cover;
 pub use eof::CloseAsEof;
 pub use sni::SniResolver;
 
@@ -43,18 +45,30 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
+/// A TLS listener's acceptor and the certificate choice it makes, which tells what names a
+/// connection's certificate covers.
+#[derive(Clone)]
+pub struct Acceptor {
+    pub acceptor: TlsAcceptor,
+    pub sni: Arc<SniResolver>,
+}
+
 /// The TLS acceptor of listener `name`: built once per listener and kept by the snapshot
 /// while its TLS settings stay the same.
-pub fn acceptor(name: &str, tls: &ListenerTls) -> Result<TlsAcceptor, TlsError> {
-    let server = server_config(tls).map_err(|e| TlsError::Listener {
+pub fn acceptor(name: &str, tls: &ListenerTls) -> Result<Acceptor, TlsError> {
+    let sni = Arc::new(SniResolver::new(&tls.certificates));
+    let server = server_config(tls, Arc::clone(&sni)).map_err(|e| TlsError::Listener {
         listener: name.to_owned(),
         reason: e.to_string(),
     })?;
-    Ok(TlsAcceptor::from(Arc::new(server)))
+    Ok(Acceptor {
+        acceptor: TlsAcceptor::from(Arc::new(server)),
+        sni,
+    })
 }
 
 /// The rustls server configuration of one listener.
-fn server_config(tls: &ListenerTls) -> Result<ServerConfig, rustls::Error> {
+fn server_config(tls: &ListenerTls, sni: Arc<SniResolver>) -> Result<ServerConfig, rustls::Error> {
     let versions: &[&'static rustls::SupportedProtocolVersion] = match tls.min_version {
         TlsVersion::V1_2 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         // A client offering only TLS 1.2 gets a protocol_version alert from rustls.
@@ -63,7 +77,7 @@ fn server_config(tls: &ListenerTls) -> Result<ServerConfig, rustls::Error> {
     let mut server = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(versions)?
         .with_no_client_auth()
-        .with_cert_resolver(Arc::new(SniResolver::new(&tls.certificates)));
+        .with_cert_resolver(sni);
     server.alpn_protocols = tls.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
     if tls.session_resumption {
         server.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
+use super::cover::Cover;
 use crate::config;
 
 /// Picks a listener's certificate by the client's SNI: an exact DNS name first, then a
@@ -14,35 +15,39 @@ use crate::config;
 /// name wins.
 #[derive(Debug)]
 pub struct SniResolver {
-    exact: HashMap<String, Arc<CertifiedKey>>,
+    exact: HashMap<String, usize>,
     /// Keyed by the part after `*.`.
-    wildcard: HashMap<String, Arc<CertifiedKey>>,
-    default: Option<Arc<CertifiedKey>>,
+    wildcard: HashMap<String, usize>,
+    /// Each certificate with the names it covers; the first is the default.
+    certs: Vec<(Arc<CertifiedKey>, Arc<Cover>)>,
 }
 
 impl SniResolver {
     pub fn new(certificates: &[config::Certificate]) -> SniResolver {
         let mut exact = HashMap::new();
         let mut wildcard = HashMap::new();
-        for c in certificates {
+        for (i, c) in certificates.iter().enumerate() {
             for name in &c.dns_names {
                 let name = name.trim_end_matches('.').to_ascii_lowercase();
                 let (map, key) = match name.strip_prefix("*.") {
                     Some(parent) => (&mut wildcard, parent.to_owned()),
                     None => (&mut exact, name),
                 };
-                map.entry(key).or_insert_with(|| Arc::clone(&c.key));
+                map.entry(key).or_insert(i);
             }
         }
         SniResolver {
             exact,
             wildcard,
-            default: certificates.first().map(|c| Arc::clone(&c.key)),
+            certs: certificates
+                .iter()
+                .map(|c| (Arc::clone(&c.key), Arc::new(Cover::new(c))))
+                .collect(),
         }
     }
 
-    /// The certificate for SNI `name` (`None`: no SNI sent).
-    pub fn pick(&self, name: Option<&str>) -> Option<Arc<CertifiedKey>> {
+    /// The index of the certificate for SNI `name` (`None`: no SNI sent).
+    fn index(&self, name: Option<&str>) -> usize {
         let found = name.and_then(|n| {
             let n = n.trim_end_matches('.').to_ascii_lowercase();
             self.exact.get(&n).or_else(|| {
@@ -50,7 +55,17 @@ impl SniResolver {
                 self.wildcard.get(parent)
             })
         });
-        found.or(self.default.as_ref()).cloned()
+        found.copied().unwrap_or(0)
+    }
+
+    /// The certificate for SNI `name` (`None`: no SNI sent).
+    pub fn pick(&self, name: Option<&str>) -> Option<Arc<CertifiedKey>> {
+        self.certs.get(self.index(name)).map(|(k, _)| Arc::clone(k))
+    }
+
+    /// The names covered by the certificate served for SNI `name`.
+    pub fn cover(&self, name: Option<&str>) -> Option<Arc<Cover>> {
+        self.certs.get(self.index(name)).map(|(_, c)| Arc::clone(c))
     }
 }
 
@@ -76,6 +91,7 @@ mod tests {
             cert_path: "t.crt".into(),
             key_path: "t.key".into(),
             dns_names: names.iter().map(|n| (*n).to_owned()).collect(),
+            ip_names: Vec::new(),
             key: Arc::new(CertifiedKey::new(vec![ck.cert.der().clone()], signer)),
         }
     }

@@ -2,6 +2,7 @@
 //! bound, no clash with `[admin]`).
 
 use super::Cx;
+use super::routes::undefined;
 use crate::config::addr::binds_conflict;
 use crate::config::error::quote;
 use crate::config::raw;
@@ -84,6 +85,7 @@ impl Cx<'_> {
         }
         let ctx = format!("listener {}: ", quote(&name));
         let bind = self.bind(&ctx, &l.bind)?;
+        let protocol_span = l.protocol.span();
         let protocol = self.choice(
             &ctx,
             "protocol",
@@ -91,22 +93,30 @@ impl Cx<'_> {
             "",
             &[("tcp", Protocol::Tcp), ("http", Protocol::Http)],
         )?;
-        let upstream = l.upstream.get_ref();
-        if !upstreams.iter().any(|u| &u.name == upstream) {
-            let defined = if upstreams.is_empty() {
-                "no [upstream.NAME] table is defined".to_owned()
-            } else {
-                let names: Vec<String> = upstreams.iter().map(|u| quote(&u.name)).collect();
-                format!("defined: {}", names.join(", "))
-            };
+        let upstream = match &l.upstream {
+            Some(u) if !upstreams.iter().any(|x| &x.name == u.get_ref()) => {
+                return Err(self.err(u.span(), undefined(&ctx, u.get_ref(), upstreams)));
+            }
+            Some(u) => Some(u.get_ref().clone()),
+            None if protocol == Protocol::Tcp => {
+                return Err(self.err(
+                    protocol_span,
+                    format!("{ctx}a tcp listener needs `upstream` (the upstream it sends to)"),
+                ));
+            }
+            None => None,
+        };
+        if protocol == Protocol::Tcp
+            && let Some(first) = l.route.first()
+        {
             return Err(self.err(
-                l.upstream.span(),
+                first.span(),
                 format!(
-                    "{ctx}upstream {} is not defined ({defined})",
-                    quote(upstream)
+                    "{ctx}routes are for http listeners (a tcp listener sends every                      connection to its `upstream`)"
                 ),
             ));
         }
+        let routes = self.routes(&ctx, l.route, upstreams)?;
         let max_connections = self.int(
             &ctx,
             "max_connections",
@@ -135,7 +145,8 @@ impl Cx<'_> {
             None => None,
         };
         Ok(Listener {
-            upstream: upstream.clone(),
+            upstream,
+            routes,
             name,
             bind,
             protocol,

@@ -7,6 +7,7 @@
 
 mod health;
 mod listeners;
+mod routes;
 mod tls;
 mod upstreams;
 mod values;
@@ -60,6 +61,7 @@ impl Cx<'_> {
         // BTreeMap order already; sorted again so the invariant does not hang on that.
         upstreams.sort_by(|a, b| a.name.cmp(&b.name));
         let listeners = self.listeners(raw.listener, admin.as_ref(), &upstreams)?;
+        let warnings = unused(&listeners, &upstreams);
         Ok(Config {
             path: path.to_path_buf(),
             runtime,
@@ -67,6 +69,7 @@ impl Cx<'_> {
             log,
             listeners,
             upstreams,
+            warnings,
         })
     }
 
@@ -114,6 +117,30 @@ impl Cx<'_> {
             access: l.access.unwrap_or(raw::DEFAULT_LOG_ACCESS),
         })
     }
+}
+
+/// A warning for each upstream that no listener or route sends to: it is health-checked and
+/// shown, but no request reaches it (a typo in a route, or a leftover).
+fn unused(
+    listeners: &[crate::config::Listener],
+    upstreams: &[crate::config::Upstream],
+) -> Vec<String> {
+    let used = |name: &str| {
+        listeners.iter().any(|l| {
+            l.upstream.as_deref() == Some(name)
+                || l.routes.iter().any(|r| r.action.upstream() == Some(name))
+        })
+    };
+    upstreams
+        .iter()
+        .filter(|u| !used(&u.name))
+        .map(|u| {
+            format!(
+                "upstream \"{}\" is not used by any listener or route",
+                u.name
+            )
+        })
+        .collect()
 }
 
 /// `raw::DEFAULT_ADMIN_BIND`, which is a valid address (checked by a test).

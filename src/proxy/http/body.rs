@@ -53,15 +53,7 @@ pub(super) fn local(status: StatusCode, progress: InProgress) -> Response<RespBo
         status.as_u16(),
         status.canonical_reason().unwrap_or("")
     );
-    let mut resp = Response::new(RespBody::Local {
-        body: Full::new(Bytes::from(text)),
-        _progress: progress,
-    });
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    let mut resp = fixed(status, Bytes::from(text), progress);
     // A request refused for its own shape: what the client sends next on this connection is
     // not worth reading (nginx closes there too).
     if matches!(
@@ -73,6 +65,20 @@ pub(super) fn local(status: StatusCode, progress: InProgress) -> Response<RespBo
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
+    resp
+}
+
+/// A plain-text answer of fulcrum's own: an error, a redirect or a route's fixed answer.
+pub(super) fn fixed(status: StatusCode, body: Bytes, progress: InProgress) -> Response<RespBody> {
+    let mut resp = Response::new(RespBody::Local {
+        body: Full::new(body),
+        _progress: progress,
+    });
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     resp
 }
 

@@ -11,8 +11,9 @@ use hyper::body::{Body, Incoming};
 use tokio::time::timeout;
 
 use super::headers::is_upgrade;
+use super::outgoing::{Rewrite, prepare};
 use super::serve::Conn;
-use super::{MAX_HEADERS, message, outgoing::prepare, tunnel::tunnel};
+use super::{MAX_HEADERS, message, tunnel::tunnel};
 use crate::config::ProxyProtocol;
 use crate::proxy::backend::ConnectError;
 use crate::proxy::failover::{self, Attempt, End, Outcome};
@@ -39,20 +40,16 @@ pub(super) async fn forward(
     mut req: Request<Incoming>,
     conn: &Conn,
     upstream: &Upstream,
+    rewrite: &Rewrite<'_>,
 ) -> Result<Forwarded, Refusal> {
     // hyper enforces this for HTTP/1; HTTP/2 has no field count limit of its own.
     if req.headers().len() > MAX_HEADERS {
         return Err((StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, None));
     }
-    // fulcrum is not a forward proxy: CONNECT would ask it to open a tunnel to wherever the
-    // client names, which only configured backends may ever be.
-    if req.method() == Method::CONNECT {
-        return Err((StatusCode::METHOD_NOT_ALLOWED, None));
-    }
     message::check_target(req.method(), req.uri()).map_err(|status| (status, None))?;
     let upgrade = is_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let outgoing = prepare(req, conn, upgrade).map_err(|status| (status, None))?;
+    let outgoing = prepare(req, conn, upgrade, rewrite).map_err(|status| (status, None))?;
     // A bodiless idempotent request can be sent again if the connection breaks before any
     // response byte: keep what is needed to rebuild it, when there is anywhere to send it.
     let replay =

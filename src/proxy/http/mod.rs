@@ -1,5 +1,5 @@
 //! Layer 7: hyper serves the client connection (`serve`), each request is routed and answered
-//! (`request`), sent to a backend with failover on a pooled keep-alive connection
+//! (`request`, with a route's redirects, fixed answers and header rules in `route`), sent to a backend with failover on a pooled keep-alive connection
 //! (`forward`), after the header rules (`outgoing`, `headers`) and target rules (`message`);
 //! the response streams back (`body`), or becomes a tunnel after a `101` (`tunnel`).
 
@@ -9,6 +9,7 @@ mod headers;
 pub mod message;
 mod outgoing;
 mod request;
+mod route;
 mod serve;
 mod tunnel;
 
@@ -30,5 +31,8 @@ pub struct Client {
     pub listener: std::sync::Arc<str>,
     /// `X-Forwarded-Proto`: "http", or "https" on a TLS listener.
     pub proto: &'static str,
+    /// TLS: the names of the certificate the connection was served with; a request for any
+    /// other host is answered 421.
+    pub cover: Option<std::sync::Arc<crate::tls::Cover>>,
     pub timeouts: crate::config::ListenerTimeouts,
 }

@@ -56,6 +56,15 @@ fn fields(headers: &HeaderMap) -> Fields {
     f
 }
 
+/// What a route changes in the request it forwards.
+#[derive(Default)]
+pub(super) struct Rewrite<'a> {
+    /// The matched path prefix to remove (`strip_prefix`).
+    pub strip: Option<&'a str>,
+    /// `request_headers`, applied after fulcrum's own fields.
+    pub headers: Option<&'a crate::config::HeaderRules>,
+}
+
 /// Turns the client's request into the one the backend gets, or the status that refuses
 /// it: 400 when it is ambiguous (both `Content-Length` and `Transfer-Encoding`, the smuggling
 /// shape, or more than one `Host`: RFC 9112 §3.2, fulcrum and the backend could each read
@@ -64,6 +73,7 @@ pub(super) fn prepare(
     req: Request<Incoming>,
     conn: &Conn,
     upgrade: bool,
+    rewrite: &Rewrite<'_>,
 ) -> Result<Request<ReqBody>, StatusCode> {
     let (mut parts, body) = req.into_parts();
     let headers = &mut parts.headers;
@@ -116,6 +126,11 @@ pub(super) fn prepare(
     if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
         parts.uri = message::origin_form(&parts.uri)?;
     }
+    if let Some(prefix) = rewrite.strip
+        && let Some(uri) = super::route::strip(&parts.uri, prefix)
+    {
+        parts.uri = uri;
+    }
     parts.version = Version::HTTP_11;
     strip_hop_by_hop(headers);
     // A body of unknown length (chunked, or HTTP/2 DATA without `Content-Length`) goes out
@@ -152,6 +167,9 @@ pub(super) fn prepare(
         X_FORWARDED_PROTO.clone(),
         HeaderValue::from_static(conn.client.proto),
     );
+    if let Some(rules) = rewrite.headers {
+        super::route::apply(rules, headers);
+    }
     if let Some(to) = upgrade_to {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, to);

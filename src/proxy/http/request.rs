@@ -1,16 +1,37 @@
-//! One request: its upstream from the snapshot current when it arrives, the answer (the
-//! backend's or fulcrum's own), its metrics and access log line.
+//! One request: its route (or the listener's default) from the snapshot current when it
+//! arrives, the answer (the backend's, a redirect or fixed answer, or fulcrum's own error),
+//! the route's response header rules, its metrics and access log line.
 
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, LazyLock};
 
-use http::{Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 use hyper::body::{Body, Incoming};
 use tokio::time::Instant;
 
-use super::body::{RespBody, local, respond};
+use super::body::{RespBody, fixed, local, respond};
 use super::forward::forward;
+use super::outgoing::Rewrite;
+use super::route::{apply, authority, location, status_text};
 use super::serve::Conn;
 use crate::proxy::activity::InProgress;
+use crate::routing::{self, Action, host_key};
+use crate::snapshot::Snapshot;
+use crate::upstream::Upstream;
+
+type Route = routing::Route<Arc<Upstream>>;
+
+/// The `route` and `upstream` label of an answer no route or upstream gave.
+static NONE: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("none"));
+
+/// Where a request goes, decided under one snapshot load.
+enum Decision {
+    Route(Arc<Route>),
+    /// No route matched: the listener's `upstream`.
+    Default(Arc<Upstream>),
+    /// fulcrum answers this itself, before any route.
+    Refuse(StatusCode),
+}
 
 /// One request: route, pick, send with failover, and answer.
 pub(super) async fn handle(
@@ -19,31 +40,56 @@ pub(super) async fn handle(
     in_progress: InProgress,
 ) -> Response<RespBody> {
     let started = Instant::now();
-    // The upstream is held for the request, not the snapshot's guard: the exchange awaits.
-    let (upstream, log_access) = {
+    // The route (or upstream) is held for the request, not the snapshot's guard: the
+    // exchange awaits.
+    let (decision, log_access) = {
         let snapshot = conn.live.load();
-        let upstream = snapshot
-            .listener(&conn.client.listener)
-            .and_then(|(_, state)| state.upstream.clone());
-        (upstream, snapshot.config.log.access)
-    };
-    let Some(upstream) = upstream else {
-        return local(StatusCode::SERVICE_UNAVAILABLE, in_progress);
+        (decide(&req, conn, &snapshot), snapshot.config.log.access)
     };
     // Only the access log needs these; skip the copies when it is off.
     let access = log_access.then(|| (req.method().clone(), req.uri().path().to_owned()));
-    let upstream = &upstream;
-    let (resp, backend) = match forward(req, conn, upstream).await {
-        Ok(f) => {
-            let backend = Arc::clone(&f.backend);
-            (respond(f, upstream, in_progress), Some(backend))
-        }
-        Err((status, last)) => (local(status, in_progress), last),
+    let (route, upstream) = match &decision {
+        Decision::Route(r) => match &r.action {
+            Action::Upstream { upstream, .. } => (Some(r), Some(upstream)),
+            _ => (Some(r), None),
+        },
+        Decision::Default(u) => (None, Some(u)),
+        Decision::Refuse(_) => (None, None),
     };
+    let (mut resp, backend) = match (&decision, upstream) {
+        (Decision::Refuse(status), _) => (local(*status, in_progress), None),
+        (_, Some(upstream)) => {
+            let rewrite = Rewrite {
+                strip: route.and_then(|r| match &r.action {
+                    Action::Upstream { strip, .. } => strip.as_deref(),
+                    _ => None,
+                }),
+                headers: route.map(|r| &r.request_headers).filter(|h| !h.is_empty()),
+            };
+            match forward(req, conn, upstream, &rewrite).await {
+                Ok(f) => {
+                    let backend = Arc::clone(&f.backend);
+                    (respond(f, upstream, in_progress), Some(backend))
+                }
+                Err((status, last)) => (local(status, in_progress), last),
+            }
+        }
+        (Decision::Route(r), None) => (answer(r, &req, conn, in_progress), None),
+        (Decision::Default(_), None) => (local(StatusCode::NOT_FOUND, in_progress), None),
+    };
+    if let Some(r) = route {
+        if !r.response_headers.is_empty() {
+            apply(&r.response_headers, resp.headers_mut());
+        }
+        r.requests.fetch_add(1, Ordering::Relaxed);
+    }
     let status = resp.status();
+    let route_label = route.map_or(&*NONE, |r| &r.name);
+    let upstream_label = upstream.map_or(&*NONE, |u| &u.name);
     crate::metrics::request(
         &conn.client.listener,
-        &upstream.name,
+        route_label,
+        upstream_label,
         backend.as_deref().map(|b| (&b.series, &b.addr)),
         status,
         started.elapsed(),
@@ -56,7 +102,8 @@ pub(super) async fn handle(
             method = %method,
             path = %path,
             status = status.as_u16(),
-            upstream = %upstream.name,
+            route = %route_label,
+            upstream = %upstream_label,
             backend = backend.as_ref().map_or("none", |b| &*b.addr),
             duration_us = started.elapsed().as_micros() as u64,
             // The response body's size when known up front (Content-Length); streamed
@@ -66,4 +113,69 @@ pub(super) async fn handle(
         );
     }
     resp
+}
+
+/// The route of `req`, or what fulcrum answers before any route: 421 on a TLS connection
+/// whose certificate does not cover the request's host, 405 for CONNECT, 404 when nothing
+/// matches and the listener has no default.
+fn decide(req: &Request<Incoming>, conn: &Conn, snapshot: &Snapshot) -> Decision {
+    let Some((_, state)) = snapshot.listener(&conn.client.listener) else {
+        return Decision::Refuse(StatusCode::SERVICE_UNAVAILABLE);
+    };
+    // fulcrum is not a forward proxy: CONNECT would ask it to open a tunnel to wherever the
+    // client names, which only configured backends may ever be.
+    if req.method() == Method::CONNECT {
+        return Decision::Refuse(StatusCode::METHOD_NOT_ALLOWED);
+    }
+    let needs_host = conn.client.cover.is_some() || !state.router.is_empty();
+    let host = if needs_host {
+        authority(req).map(host_key)
+    } else {
+        None
+    };
+    if let (Some(cover), Some(host)) = (&conn.client.cover, &host)
+        && !cover.covers(host)
+    {
+        return Decision::Refuse(StatusCode::MISDIRECTED_REQUEST);
+    }
+    if !state.router.is_empty() {
+        let facts = routing::Request {
+            host: host.as_deref().unwrap_or(""),
+            path: req.uri().path(),
+            method: req.method(),
+            headers: req.headers(),
+        };
+        if let Some(route) = state.router.lookup(&facts) {
+            return Decision::Route(Arc::clone(route));
+        }
+    }
+    match &state.upstream {
+        Some(u) => Decision::Default(Arc::clone(u)),
+        None => Decision::Refuse(StatusCode::NOT_FOUND),
+    }
+}
+
+/// A route's own answer: a redirect or a fixed one.
+fn answer(
+    route: &Route,
+    req: &Request<Incoming>,
+    conn: &Conn,
+    in_progress: InProgress,
+) -> Response<RespBody> {
+    match &route.action {
+        Action::Redirect(to) => {
+            match location(to, req.uri(), authority(req), conn.client.proto) {
+                Some(loc) => {
+                    let mut resp = fixed(to.status, status_text(to.status), in_progress);
+                    resp.headers_mut().insert(http::header::LOCATION, loc);
+                    resp
+                }
+                // No host to send the client to.
+                None => local(StatusCode::BAD_REQUEST, in_progress),
+            }
+        }
+        Action::Respond { status, body } => fixed(*status, body.clone(), in_progress),
+        // Forwarding is `handle`'s.
+        Action::Upstream { .. } => local(StatusCode::INTERNAL_SERVER_ERROR, in_progress),
+    }
 }

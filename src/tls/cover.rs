@@ -1,0 +1,51 @@
+//! The names a served certificate covers: a request on a TLS connection must name one of them
+//! (else 421), so a connection opened for one tenant never reaches another.
+
+use std::net::IpAddr;
+
+use crate::config::Certificate;
+
+/// One certificate's DNS names and IP addresses, ready to compare with request hosts.
+#[derive(Debug, Default)]
+pub struct Cover {
+    /// Lowercase, no trailing dot.
+    exact: Vec<String>,
+    /// Parents of `*.` names: `example.com` for `*.example.com` (one label, RFC 6125 §6.4.3).
+    wildcard: Vec<String>,
+    ips: Vec<IpAddr>,
+}
+
+impl Cover {
+    pub fn new(c: &Certificate) -> Cover {
+        let mut cover = Cover {
+            ips: c.ip_names.clone(),
+            ..Cover::default()
+        };
+        for name in &c.dns_names {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            match name.strip_prefix("*.") {
+                Some(parent) => cover.wildcard.push(parent.to_owned()),
+                None => cover.exact.push(name),
+            }
+        }
+        cover
+    }
+
+    /// Whether `host` (as `routing::host_key` makes it) is one of the certificate's names.
+    pub fn covers(&self, host: &str) -> bool {
+        if self.exact.iter().any(|e| e == host) {
+            return true;
+        }
+        let literal = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        if let Ok(ip) = literal.parse::<IpAddr>() {
+            return self.ips.contains(&ip);
+        }
+        match host.split_once('.') {
+            Some((label, parent)) if !label.is_empty() => self.wildcard.iter().any(|w| w == parent),
+            _ => false,
+        }
+    }
+}
