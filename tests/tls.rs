@@ -5,122 +5,19 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::CertificateDer;
+use support::ca::{Ca, Leaf, client_config, default_client, provider, tls_connect};
 use support::{
     Fulcrum, Mode, Toml, free_port, http_backend, tcp_backend, temp_dir, wait_for_async,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::client::TlsStream;
-
-/// A test certificate authority.
-struct Ca {
-    issuer: CertifiedIssuer<'static, KeyPair>,
-}
-
-/// A leaf certificate and its key, PEM, with the leaf's DER for comparisons.
-struct Leaf {
-    cert_pem: String,
-    key_pem: String,
-    /// PKCS#8 DER of the key.
-    key_der: Vec<u8>,
-    der: CertificateDer<'static>,
-}
-
-impl Ca {
-    fn new() -> Ca {
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let key = KeyPair::generate().expect("ca key");
-        Ca {
-            issuer: CertifiedIssuer::self_signed(params, key).expect("ca cert"),
-        }
-    }
-
-    /// A server certificate for `names` (DNS names, wildcards or IP addresses).
-    fn leaf(&self, names: &[&str]) -> Leaf {
-        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
-        let params = CertificateParams::new(names).expect("leaf params");
-        let key = KeyPair::generate().expect("leaf key");
-        let cert = params.signed_by(&key, &self.issuer).expect("leaf cert");
-        Leaf {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-            key_der: key.serialize_der(),
-            der: cert.der().clone(),
-        }
-    }
-
-    fn roots(&self) -> rustls::RootCertStore {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.issuer.der().clone()).expect("add ca");
-        roots
-    }
-
-    /// Writes the CA certificate as `ca.pem` in `dir`.
-    fn write(&self, dir: &Path) -> PathBuf {
-        let path = dir.join("ca.pem");
-        std::fs::write(&path, self.issuer.pem()).expect("write ca");
-        path
-    }
-}
-
-impl Leaf {
-    /// Writes `NAME.crt` and `NAME.key` in `dir`; returns the TOML certificate entry.
-    fn write(&self, dir: &Path, name: &str) -> String {
-        let cert = dir.join(format!("{name}.crt"));
-        let key = dir.join(format!("{name}.key"));
-        std::fs::write(&cert, &self.cert_pem).expect("write cert");
-        std::fs::write(&key, &self.key_pem).expect("write key");
-        format!(
-            "{{ cert = '{}', key = '{}' }}",
-            cert.display(),
-            key.display()
-        )
-    }
-}
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
-}
-
-/// A client configuration trusting `ca`, speaking `versions` and offering `alpn`.
-fn client_config(
-    ca: &Ca,
-    versions: &[&'static rustls::SupportedProtocolVersion],
-    alpn: &[&str],
-) -> Arc<rustls::ClientConfig> {
-    let mut c = rustls::ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(versions)
-        .expect("versions")
-        .with_root_certificates(ca.roots())
-        .with_no_client_auth();
-    c.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
-    Arc::new(c)
-}
-
-fn default_client(ca: &Ca) -> Arc<rustls::ClientConfig> {
-    client_config(ca, rustls::ALL_VERSIONS, &[])
-}
-
-async fn tls_connect(
-    addr: SocketAddr,
-    name: &str,
-    config: Arc<rustls::ClientConfig>,
-) -> std::io::Result<TlsStream<TcpStream>> {
-    let tcp = TcpStream::connect(addr).await?;
-    let name = ServerName::try_from(name.to_owned()).expect("server name");
-    tokio_rustls::TlsConnector::from(config)
-        .connect(name, tcp)
-        .await
-}
 
 /// The leaf certificate the server presented.
 fn served_leaf(s: &TlsStream<TcpStream>) -> CertificateDer<'static> {

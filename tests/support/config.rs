@@ -77,6 +77,22 @@ impl Toml {
         ))
     }
 
+    /// An http `[[listener]]` on 127.0.0.1:`port` with no default upstream: requests no
+    /// route matches get 404.
+    pub fn routed(self, name: &str, port: u16) -> Toml {
+        self.add(name, "[[listener]]".to_owned()).set(&format!(
+            "name = \"{name}\"\nbind = \"127.0.0.1:{port}\"\nprotocol = \"http\""
+        ))
+    }
+
+    /// A `[[listener.route]]` of the listener added last: add routes right after their
+    /// listener, before the next listener or upstream. Keys follow with `set`.
+    pub fn route(self, keys: &str) -> Toml {
+        let n = self.tables.len();
+        self.add(&format!("#route{n}"), "[[listener.route]]".to_owned())
+            .set(keys)
+    }
+
     /// An `[upstream.NAME]` over `backends`.
     pub fn upstream<B: Backend>(self, name: &str, backends: impl IntoIterator<Item = B>) -> Toml {
         let list: Vec<String> = backends.into_iter().map(|b| b.entry()).collect();

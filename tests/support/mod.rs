@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod ca;
 mod config;
 
 pub use config::Toml;

@@ -1,0 +1,113 @@
+//! A test certificate authority and TLS clients that trust it: certificates made per test
+//! with rcgen.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+/// A test certificate authority.
+pub struct Ca {
+    pub issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+/// A leaf certificate and its key, PEM, with the leaf's DER for comparisons.
+pub struct Leaf {
+    pub cert_pem: String,
+    pub key_pem: String,
+    /// PKCS#8 DER of the key.
+    pub key_der: Vec<u8>,
+    pub der: CertificateDer<'static>,
+}
+
+impl Ca {
+    pub fn new() -> Ca {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let key = KeyPair::generate().expect("ca key");
+        Ca {
+            issuer: CertifiedIssuer::self_signed(params, key).expect("ca cert"),
+        }
+    }
+
+    /// A server certificate for `names` (DNS names, wildcards or IP addresses).
+    pub fn leaf(&self, names: &[&str]) -> Leaf {
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let params = CertificateParams::new(names).expect("leaf params");
+        let key = KeyPair::generate().expect("leaf key");
+        let cert = params.signed_by(&key, &self.issuer).expect("leaf cert");
+        Leaf {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            key_der: key.serialize_der(),
+            der: cert.der().clone(),
+        }
+    }
+
+    pub fn roots(&self) -> rustls::RootCertStore {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.issuer.der().clone()).expect("add ca");
+        roots
+    }
+
+    /// Writes the CA certificate as `ca.pem` in `dir`.
+    pub fn write(&self, dir: &Path) -> PathBuf {
+        let path = dir.join("ca.pem");
+        std::fs::write(&path, self.issuer.pem()).expect("write ca");
+        path
+    }
+}
+
+impl Leaf {
+    /// Writes `NAME.crt` and `NAME.key` in `dir`; returns the TOML certificate entry.
+    pub fn write(&self, dir: &Path, name: &str) -> String {
+        let cert = dir.join(format!("{name}.crt"));
+        let key = dir.join(format!("{name}.key"));
+        std::fs::write(&cert, &self.cert_pem).expect("write cert");
+        std::fs::write(&key, &self.key_pem).expect("write key");
+        format!(
+            "{{ cert = '{}', key = '{}' }}",
+            cert.display(),
+            key.display()
+        )
+    }
+}
+
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// A client configuration trusting `ca`, speaking `versions` and offering `alpn`.
+pub fn client_config(
+    ca: &Ca,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    alpn: &[&str],
+) -> Arc<rustls::ClientConfig> {
+    let mut c = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(versions)
+        .expect("versions")
+        .with_root_certificates(ca.roots())
+        .with_no_client_auth();
+    c.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    Arc::new(c)
+}
+
+pub fn default_client(ca: &Ca) -> Arc<rustls::ClientConfig> {
+    client_config(ca, rustls::ALL_VERSIONS, &[])
+}
+
+pub async fn tls_connect(
+    addr: SocketAddr,
+    name: &str,
+    config: Arc<rustls::ClientConfig>,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(addr).await?;
+    let name = ServerName::try_from(name.to_owned()).expect("server name");
+    tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+}
