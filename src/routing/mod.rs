@@ -1,6 +1,7 @@
 //! Content switching: which route of an http listener a request takes. Built once per
-//! snapshot from the listener's `[[listener.route]]`; a lookup is a few hash probes and the
-//! remaining conditions of the few routes they find, however many routes there are.
+//! snapshot from the listener's `[[listener.route]]`; a lookup is a few hash probes (exact
+//! host, each parent of the host for wildcards, the path's first segment) and the remaining
+//! conditions of the few routes they find, however many routes there are.
 //!
 //! It knows requests only as their host, path, method and headers, and routes' targets as
 //! `U` (the live upstream in the proxy, anything in benches and tests).
@@ -29,7 +30,11 @@ pub struct Router<U> {
     exact: HashMap<Box<str>, Vec<u32>>,
     /// Routes by wildcard suffix (`example.com` for `*.example.com`), in file order.
     suffix: HashMap<Box<str>, Vec<u32>>,
-    /// Routes without a host condition, in file order.
+    /// Routes without a host condition whose path starts with a known segment, by that
+    /// segment (`api` for `/api/v1`), in file order.
+    by_segment: HashMap<Box<str>, Vec<u32>>,
+    /// Routes without a host condition and without such a segment (no path, or `/`), in
+    /// file order.
     any_host: Vec<u32>,
 }
 
@@ -77,6 +82,7 @@ impl<U> Default for Router<U> {
             routes: Vec::new(),
             exact: HashMap::new(),
             suffix: HashMap::new(),
+            by_segment: HashMap::new(),
             any_host: Vec::new(),
         }
     }
@@ -114,7 +120,10 @@ impl<U> Router<U> {
             };
             let index = router.routes.len() as u32;
             if r.when.hosts.is_empty() {
-                router.any_host.push(index);
+                match r.when.path.as_ref().and_then(first_segment_of_route) {
+                    Some(seg) => router.by_segment.entry(seg.into()).or_default().push(index),
+                    None => router.any_host.push(index),
+                }
             }
             for h in &r.when.hosts {
                 let (map, key) = match h {
@@ -189,8 +198,30 @@ impl<U> Router<U> {
                 rest = parent;
             }
         }
+        if !self.by_segment.is_empty()
+            && let Some(list) = self.by_segment.get(first_segment(req.path))
+        {
+            scan(list);
+        }
         scan(&self.any_host);
         best.and_then(|i| self.routes.get(i as usize))
+    }
+}
+
+/// The first segment of a request path: `api` of `/api/v1?x`, empty for `/`.
+fn first_segment(path: &str) -> &str {
+    let rest = path.strip_prefix('/').unwrap_or(path);
+    rest.split('/').next().unwrap_or(rest)
+}
+
+/// The first segment every path a route's path condition matches starts with; `None` for
+/// the prefix `/`, which matches every path.
+fn first_segment_of_route(p: &config::PathMatch) -> Option<&str> {
+    match p {
+        config::PathMatch::Prefix(prefix) if prefix == "/" => None,
+        config::PathMatch::Prefix(path) | config::PathMatch::Exact(path) => {
+            Some(first_segment(path))
+        }
     }
 }
 

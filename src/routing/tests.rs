@@ -122,3 +122,34 @@ fn host_keys_drop_the_port_and_the_trailing_dot_and_fold_case() {
     assert_eq!(host_key("127.0.0.1"), "127.0.0.1");
     assert_eq!(host_key("example.com"), "example.com");
 }
+
+#[test]
+fn path_routes_are_found_by_their_first_segment_in_file_order() {
+    let r = router(
+        r#"
+[[listener.route]]
+name = "users"
+path = "/api/users"
+upstream = "a"
+[[listener.route]]
+name = "root-exact"
+path_exact = "/"
+upstream = "a"
+[[listener.route]]
+name = "api"
+path = "/api"
+upstream = "b"
+[[listener.route]]
+name = "everything"
+path = "/"
+methods = ["GET"]
+upstream = "b"
+"#,
+    );
+    let h = HeaderMap::new();
+    assert_eq!(pick(&r, "x", "/api/users/1", &h), Some("users"));
+    assert_eq!(pick(&r, "x", "/api/other", &h), Some("api"));
+    assert_eq!(pick(&r, "x", "/api", &h), Some("api"));
+    assert_eq!(pick(&r, "x", "/", &h), Some("root-exact"));
+    assert_eq!(pick(&r, "x", "/apix", &h), Some("everything"));
+}
