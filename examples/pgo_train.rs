@@ -45,8 +45,14 @@ async fn run(bin: &Path) -> Result<()> {
     let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])?;
     std::fs::write(dir.join("cert.pem"), ck.cert.pem())?;
     std::fs::write(dir.join("key.pem"), ck.signing_key.serialize_pem())?;
-    let ports = [free_port()?, free_port()?, free_port()?, free_port()?];
-    let [web, tls, l4, bulk] = ports.map(|p| SocketAddr::from(([127, 0, 0, 1], p)));
+    let ports = [
+        free_port()?,
+        free_port()?,
+        free_port()?,
+        free_port()?,
+        free_port()?,
+    ];
+    let [web, tls, l4, bulk, routed] = ports.map(|p| SocketAddr::from(([127, 0, 0, 1], p)));
     let config = dir.join("fulcrum.toml");
     std::fs::write(&config, config_text(&dir, &ports, &backends, sink))?;
     let mut proc = Proc::start(bin, &config, &dir.join("fulcrum.log"))?;
@@ -69,6 +75,7 @@ async fn run(bin: &Path) -> Result<()> {
     keep_alive(web, 64, 400, "/").await?;
     per_connection(web, 32, 4000).await?;
     keep_alive(web, 8, 16, "/big").await?;
+    routed_hosts(routed, 32, 400).await?;
     keep_alive(l4, 32, 300, "/").await?;
     tls_keep_alive(tls, &tls_config, 32, 200).await?;
     tls_handshakes(tls, &tls_config, 16, 40).await?;
@@ -82,7 +89,7 @@ async fn run(bin: &Path) -> Result<()> {
 
 fn config_text(
     dir: &Path,
-    ports: &[u16; 4],
+    ports: &[u16; 5],
     backends: &[SocketAddr; 2],
     sink: SocketAddr,
 ) -> String {
@@ -119,6 +126,12 @@ bind = "127.0.0.1:{bulk}"
 protocol = "tcp"
 upstream = "sink"
 
+[[listener]]
+name = "routed"
+bind = "127.0.0.1:{routed}"
+protocol = "http"
+{routes}
+
 [upstream.app]
 backends = [{{ addr = "{a}" }}, {{ addr = "{b}" }}]
 [upstream.app.health]
@@ -133,6 +146,8 @@ check = "none"
         tls = ports[1],
         l4 = ports[2],
         bulk = ports[3],
+        routed = ports[4],
+        routes = routes(),
         cert = cert.display(),
         key = key.display(),
         a = backends[0],
@@ -208,6 +223,43 @@ async fn get(sender: &mut Sender, path: &str) -> Result<()> {
     }
     resp.into_body().collect().await?;
     Ok(())
+}
+
+/// The routed listener's routes: one per host of `ROUTED_HOSTS`, as an edge with many sites
+/// (the benchmark's http-routes scenario) has them.
+fn routes() -> String {
+    (1..=ROUTED_HOSTS)
+        .map(|i| format!("[[listener.route]]\nhost = [\"h{i}.example\"]\nupstream = \"app\"\n"))
+        .collect()
+}
+
+const ROUTED_HOSTS: usize = 1000;
+
+/// `clients` keep-alive connections, each sending `requests` GETs that rotate over the
+/// routed listener's hosts.
+async fn routed_hosts(addr: SocketAddr, clients: usize, requests: usize) -> Result<()> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in 0..clients {
+        tasks.spawn(async move {
+            let stream = TcpStream::connect(addr).await?;
+            stream.set_nodelay(true)?;
+            let mut sender = handshake(stream).await?;
+            for r in 0..requests {
+                let host = format!("h{}.example", 1 + (c * requests + r) % ROUTED_HOSTS);
+                sender.ready().await?;
+                let req = hyper::Request::get("/")
+                    .header("host", host)
+                    .body(Empty::new())?;
+                let resp = sender.send_request(req).await?;
+                if !resp.status().is_success() {
+                    bail!("routed: {}", resp.status());
+                }
+                resp.into_body().collect().await?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    join_all(tasks).await
 }
 
 /// `clients` connections, each sending `requests` GETs for `path` one after another.

@@ -10,7 +10,6 @@ mod host;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
@@ -18,6 +17,10 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
 
 use crate::config::{self, HeaderRules, HostPattern, Redirect, RouteMatch};
+
+/// foldhash, not std's SipHash: a request's host is hashed once or more per lookup, and the
+/// tables hold only names from the config file, so a client cannot grow their chains.
+type HashMap<K, V> = foldhash::HashMap<K, V>;
 
 pub use host::host_key;
 
@@ -80,9 +83,9 @@ impl<U> Default for Router<U> {
     fn default() -> Self {
         Router {
             routes: Vec::new(),
-            exact: HashMap::new(),
-            suffix: HashMap::new(),
-            by_segment: HashMap::new(),
+            exact: HashMap::default(),
+            suffix: HashMap::default(),
+            by_segment: HashMap::default(),
             any_host: Vec::new(),
         }
     }
