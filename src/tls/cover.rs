@@ -49,3 +49,31 @@ impl Cover {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Cover;
+
+    fn cover(dns: &[&str], ips: &[&str]) -> Cover {
+        let mut c = Cover::default();
+        for d in dns {
+            match d.strip_prefix("*.") {
+                Some(parent) => c.wildcard.push(parent.to_owned()),
+                None => c.exact.push((*d).to_owned()),
+            }
+        }
+        c.ips = ips.iter().map(|i| i.parse().expect("ip")).collect();
+        c
+    }
+
+    #[test]
+    fn names_wildcards_of_one_label_and_ip_addresses_are_covered() {
+        let c = cover(&["site.test", "*.b.test"], &["127.0.0.1", "::1"]);
+        for yes in ["site.test", "x.b.test", "127.0.0.1", "[::1]"] {
+            assert!(c.covers(yes), "{yes}");
+        }
+        for no in ["b.test", "x.y.b.test", "other.test", "127.0.0.2", "[::2]", ""] {
+            assert!(!c.covers(no), "{no}");
+        }
+    }
+}

@@ -14,10 +14,11 @@ use super::forward::forward;
 use super::outgoing::Rewrite;
 use super::route::{apply, authority, location, status_text};
 use super::serve::Conn;
+use crate::config::Redirect;
 use crate::proxy::activity::InProgress;
 use crate::routing::{self, Action, host_key};
 use crate::snapshot::Snapshot;
-use crate::upstream::Upstream;
+use crate::upstream::{Backend, Upstream};
 
 type Route = routing::Route<Arc<Upstream>>;
 
@@ -48,6 +49,23 @@ pub(super) async fn handle(
     };
     // Only the access log needs these; skip the copies when it is off.
     let access = log_access.then(|| (req.method().clone(), req.uri().path().to_owned()));
+    let (mut resp, backend) = match &decision {
+        Decision::Refuse(status) => (local(*status, in_progress), None),
+        Decision::Default(upstream) => {
+            send(req, conn, upstream, &Rewrite::default(), in_progress).await
+        }
+        Decision::Route(r) => match &r.action {
+            Action::Upstream { upstream, strip } => {
+                let rewrite = Rewrite {
+                    strip: strip.as_deref(),
+                    headers: Some(&r.request_headers).filter(|h| !h.is_empty()),
+                };
+                send(req, conn, upstream, &rewrite, in_progress).await
+            }
+            Action::Redirect(to) => (redirect(to, &req, conn, in_progress), None),
+            Action::Respond { status, body } => (fixed(*status, body.clone(), in_progress), None),
+        },
+    };
     let (route, upstream) = match &decision {
         Decision::Route(r) => match &r.action {
             Action::Upstream { upstream, .. } => (Some(r), Some(upstream)),
@@ -55,27 +73,6 @@ pub(super) async fn handle(
         },
         Decision::Default(u) => (None, Some(u)),
         Decision::Refuse(_) => (None, None),
-    };
-    let (mut resp, backend) = match (&decision, upstream) {
-        (Decision::Refuse(status), _) => (local(*status, in_progress), None),
-        (_, Some(upstream)) => {
-            let rewrite = Rewrite {
-                strip: route.and_then(|r| match &r.action {
-                    Action::Upstream { strip, .. } => strip.as_deref(),
-                    _ => None,
-                }),
-                headers: route.map(|r| &r.request_headers).filter(|h| !h.is_empty()),
-            };
-            match forward(req, conn, upstream, &rewrite).await {
-                Ok(f) => {
-                    let backend = Arc::clone(&f.backend);
-                    (respond(f, upstream, in_progress), Some(backend))
-                }
-                Err((status, last)) => (local(status, in_progress), last),
-            }
-        }
-        (Decision::Route(r), None) => (answer(r, &req, conn, in_progress), None),
-        (Decision::Default(_), None) => (local(StatusCode::NOT_FOUND, in_progress), None),
     };
     if let Some(r) = route {
         if !r.response_headers.is_empty() {
@@ -155,27 +152,38 @@ fn decide(req: &Request<Incoming>, conn: &Conn, snapshot: &Snapshot) -> Decision
     }
 }
 
-/// A route's own answer: a redirect or a fixed one.
-fn answer(
-    route: &Route,
+/// The request forwarded to `upstream`: the backend's answer and the backend, or fulcrum's
+/// error and the last backend tried.
+async fn send(
+    req: Request<Incoming>,
+    conn: &Conn,
+    upstream: &Arc<Upstream>,
+    rewrite: &Rewrite<'_>,
+    in_progress: InProgress,
+) -> (Response<RespBody>, Option<Arc<Backend>>) {
+    match forward(req, conn, upstream, rewrite).await {
+        Ok(f) => {
+            let backend = Arc::clone(&f.backend);
+            (respond(f, upstream, in_progress), Some(backend))
+        }
+        Err((status, last)) => (local(status, in_progress), last),
+    }
+}
+
+/// A redirect route's answer: its status and `Location`, or 400 when the request names no
+/// host to send the client to and the route gives none.
+fn redirect(
+    to: &Redirect,
     req: &Request<Incoming>,
     conn: &Conn,
     in_progress: InProgress,
 ) -> Response<RespBody> {
-    match &route.action {
-        Action::Redirect(to) => {
-            match location(to, req.uri(), authority(req), conn.client.proto) {
-                Some(loc) => {
-                    let mut resp = fixed(to.status, status_text(to.status), in_progress);
-                    resp.headers_mut().insert(http::header::LOCATION, loc);
-                    resp
-                }
-                // No host to send the client to.
-                None => local(StatusCode::BAD_REQUEST, in_progress),
-            }
+    match location(to, req.uri(), authority(req), conn.client.proto) {
+        Some(loc) => {
+            let mut resp = fixed(to.status, status_text(to.status), in_progress);
+            resp.headers_mut().insert(http::header::LOCATION, loc);
+            resp
         }
-        Action::Respond { status, body } => fixed(*status, body.clone(), in_progress),
-        // Forwarding is `handle`'s.
-        Action::Upstream { .. } => local(StatusCode::INTERNAL_SERVER_ERROR, in_progress),
+        None => local(StatusCode::BAD_REQUEST, in_progress),
     }
 }
