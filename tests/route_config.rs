@@ -188,3 +188,19 @@ fn check_warns_about_an_unused_upstream_and_lists_the_routes() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_listener_that_can_only_answer_404_is_a_warning() {
+    let config = Config::from_toml(
+        &format!("{HEAD}upstream = \"a\"\n[[listener]]\nname = \"empty\"\nbind = \"127.0.0.1:8081\"\nprotocol = \"http\"\n"),
+        Path::new("t.toml"),
+    )
+    .expect("valid");
+    assert_eq!(
+        config.warnings,
+        [
+            "upstream \"b\" is not used by any listener or route",
+            "listener \"empty\" has neither an upstream nor routes: it answers every request 404"
+        ]
+    );
+}

@@ -361,3 +361,72 @@ async fn metrics_label_the_route_and_status_counts_each_routes_requests() {
     );
     assert_eq!(routes[1]["requests"], 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_cannot_be_bypassed_by_spelling_its_path_another_way() {
+    let (app, api) = (http_backend("app").await, http_backend("api").await);
+    let port = free_port();
+    let toml = Toml::new()
+        .listener("web", port, "http", "app")
+        .route("path = \"/admin\"\nrespond = { status = 403, body = \"no\" }")
+        .route("path = \"/api\"\nstrip_prefix = true\nupstream = \"api\"")
+        .upstream("app", [app.addr])
+        .upstream("api", [api.addr]);
+    let _f = Fulcrum::start(&toml);
+    let web = local(port);
+    for path in [
+        "/admin",
+        "/x/../admin",
+        "/%61dmin/",
+        "//admin",
+        "/./admin/x",
+    ] {
+        assert_eq!(get(web, "h", path).await.status, 403, "{path}");
+    }
+    assert_eq!(get(web, "h", "/api/../secret").await.text(), "app");
+    let seen = get(web, "h", "/api/./x/../headers?q=1").await.text();
+    assert!(
+        seen.starts_with("GET /headers?q=1\n"),
+        "the backend gets the path that was matched, its prefix stripped: {seen}"
+    );
+    assert_eq!(
+        get(web, "h", "/../etc/passwd").await.status,
+        400,
+        "above the root"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_fulcrum_answers_itself_checks_the_request_like_forwarding_does() {
+    let port = free_port();
+    let toml = Toml::new()
+        .routed("web", port)
+        .route("path = \"/old\"\nredirect = { path = \"/new\" }")
+        .route("path = \"/fixed\"\nrespond = { status = 200 }")
+        .upstream("unused", [closed_addr()]);
+    let _f = Fulcrum::start(&toml);
+    let addr = local(port);
+    for (what, request) in [
+        (
+            "a Host with a path",
+            "GET /old HTTP/1.1\r\nHost: evil.test/x\r\n\r\n",
+        ),
+        (
+            "a Host with a space",
+            "GET /old HTTP/1.1\r\nHost: a b\r\n\r\n",
+        ),
+        ("two ports", "GET /fixed HTTP/1.1\r\nHost: x:1:2\r\n\r\n"),
+        (
+            "two Hosts",
+            "GET /old HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        ),
+        (
+            "no route, two Hosts",
+            "GET /none HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        ),
+    ] {
+        let answer = support::raw(addr, request.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{what}: {answer}");
+        assert!(!answer.contains("evil"), "{what}: never echoed: {answer}");
+    }
+}

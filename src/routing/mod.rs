@@ -7,6 +7,7 @@
 //! `U` (the live upstream in the proxy, anything in benches and tests).
 
 mod host;
+mod path;
 #[cfg(test)]
 mod tests;
 
@@ -23,6 +24,7 @@ use crate::config::{self, HeaderRules, HostPattern, Redirect, RouteMatch};
 type HashMap<K, V> = foldhash::HashMap<K, V>;
 
 pub use host::host_key;
+pub use path::normalize;
 
 /// A listener's routes with their host index.
 #[derive(Debug)]

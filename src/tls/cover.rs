@@ -72,7 +72,14 @@ mod tests {
         for yes in ["site.test", "x.b.test", "127.0.0.1", "[::1]"] {
             assert!(c.covers(yes), "{yes}");
         }
-        for no in ["b.test", "x.y.b.test", "other.test", "127.0.0.2", "[::2]", ""] {
+        for no in [
+            "b.test",
+            "x.y.b.test",
+            "other.test",
+            "127.0.0.2",
+            "[::2]",
+            "",
+        ] {
             assert!(!c.covers(no), "{no}");
         }
     }

@@ -112,7 +112,8 @@ impl Cx<'_> {
             return Err(self.err(
                 first.span(),
                 format!(
-                    "{ctx}routes are for http listeners (a tcp listener sends every                      connection to its `upstream`)"
+                    "{ctx}routes are for http listeners (a tcp listener sends every \
+                     connection to its `upstream`)"
                 ),
             ));
         }

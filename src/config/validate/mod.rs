@@ -61,7 +61,7 @@ impl Cx<'_> {
         // BTreeMap order already; sorted again so the invariant does not hang on that.
         upstreams.sort_by(|a, b| a.name.cmp(&b.name));
         let listeners = self.listeners(raw.listener, admin.as_ref(), &upstreams)?;
-        let warnings = unused(&listeners, &upstreams);
+        let warnings = warnings(&listeners, &upstreams);
         Ok(Config {
             path: path.to_path_buf(),
             runtime,
@@ -119,9 +119,10 @@ impl Cx<'_> {
     }
 }
 
-/// A warning for each upstream that no listener or route sends to: it is health-checked and
-/// shown, but no request reaches it (a typo in a route, or a leftover).
-fn unused(
+/// A warning for each upstream that no listener or route sends to (it is health-checked and
+/// shown, but no request reaches it: a typo in a route, or a leftover), and for each http
+/// listener that can only answer 404.
+fn warnings(
     listeners: &[crate::config::Listener],
     upstreams: &[crate::config::Upstream],
 ) -> Vec<String> {
@@ -131,16 +132,23 @@ fn unused(
                 || l.routes.iter().any(|r| r.action.upstream() == Some(name))
         })
     };
-    upstreams
+    let upstreams = upstreams.iter().filter(|u| !used(&u.name)).map(|u| {
+        format!(
+            "upstream \"{}\" is not used by any listener or route",
+            u.name
+        )
+    });
+    let only_404 = listeners
         .iter()
-        .filter(|u| !used(&u.name))
-        .map(|u| {
+        .filter(|l| l.protocol == crate::config::Protocol::Http)
+        .filter(|l| l.upstream.is_none() && l.routes.is_empty())
+        .map(|l| {
             format!(
-                "upstream \"{}\" is not used by any listener or route",
-                u.name
+                "listener \"{}\" has neither an upstream nor routes: it answers every request 404",
+                l.name
             )
-        })
-        .collect()
+        });
+    upstreams.chain(only_404).collect()
 }
 
 /// `raw::DEFAULT_ADMIN_BIND`, which is a valid address (checked by a test).

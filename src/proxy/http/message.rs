@@ -35,6 +35,22 @@ pub fn check_target(method: &Method, uri: &Uri) -> Result<(), StatusCode> {
     }
 }
 
+/// The checks forwarding applies to a request head (`forward`, `outgoing::prepare`), for a
+/// request fulcrum answers itself (a redirect, a fixed answer, 404, 421): a malformed request
+/// gets 400 or 431 whatever route it would take, and a bad `Host` is never echoed.
+pub fn check_head(method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<(), StatusCode> {
+    if headers.len() > super::MAX_HEADERS {
+        return Err(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    }
+    check_target(method, uri)?;
+    let mut hosts = headers.get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (_, Some(_)) => Err(StatusCode::BAD_REQUEST),
+        (Some(h), None) if !valid_host(h.as_bytes()) => Err(StatusCode::BAD_REQUEST),
+        _ => Ok(()),
+    }
+}
+
 fn is_asterisk(method: &Method, path: &str) -> bool {
     path == "*" && method == Method::OPTIONS
 }

@@ -2,6 +2,7 @@
 //! arrives, the answer (the backend's, a redirect or fixed answer, or fulcrum's own error),
 //! the route's response header rules, its metrics and access log line.
 
+use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, LazyLock};
 
@@ -11,12 +12,13 @@ use tokio::time::Instant;
 
 use super::body::{RespBody, fixed, local, respond};
 use super::forward::forward;
+use super::message;
 use super::outgoing::Rewrite;
-use super::route::{apply, authority, location, status_text};
+use super::route::{apply, authority, location, status_text, with_path};
 use super::serve::Conn;
 use crate::config::Redirect;
 use crate::proxy::activity::InProgress;
-use crate::routing::{self, Action, host_key};
+use crate::routing::{self, Action, host_key, normalize};
 use crate::snapshot::Snapshot;
 use crate::upstream::{Backend, Upstream};
 
@@ -36,7 +38,7 @@ enum Decision {
 
 /// One request: route, pick, send with failover, and answer.
 pub(super) async fn handle(
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     conn: &Conn,
     in_progress: InProgress,
 ) -> Response<RespBody> {
@@ -45,7 +47,10 @@ pub(super) async fn handle(
     // exchange awaits.
     let (decision, log_access) = {
         let snapshot = conn.live.load();
-        (decide(&req, conn, &snapshot), snapshot.config.log.access)
+        (
+            decide(&mut req, conn, &snapshot),
+            snapshot.config.log.access,
+        )
     };
     // Only the access log needs these; skip the copies when it is off.
     let access = log_access.then(|| (req.method().clone(), req.uri().path().to_owned()));
@@ -114,8 +119,9 @@ pub(super) async fn handle(
 
 /// The route of `req`, or what fulcrum answers before any route: 421 on a TLS connection
 /// whose certificate does not cover the request's host, 405 for CONNECT, 404 when nothing
-/// matches and the listener has no default.
-fn decide(req: &Request<Incoming>, conn: &Conn, snapshot: &Snapshot) -> Decision {
+/// matches and the listener has no default. On a listener with routes, the path is matched
+/// (and forwarded) in its normal form.
+fn decide(req: &mut Request<Incoming>, conn: &Conn, snapshot: &Snapshot) -> Decision {
     let Some((_, state)) = snapshot.listener(&conn.client.listener) else {
         return Decision::Refuse(StatusCode::SERVICE_UNAVAILABLE);
     };
@@ -124,8 +130,23 @@ fn decide(req: &Request<Incoming>, conn: &Conn, snapshot: &Snapshot) -> Decision
     if req.method() == Method::CONNECT {
         return Decision::Refuse(StatusCode::METHOD_NOT_ALLOWED);
     }
-    let needs_host = conn.client.cover.is_some() || !state.router.is_empty();
-    let host = if needs_host {
+    // What fulcrum answers itself must be a valid request first: forwarding checks the rest.
+    let refuse = |req: &Request<Incoming>, status: StatusCode| {
+        let checked = message::check_head(req.method(), req.uri(), req.headers());
+        Decision::Refuse(checked.err().unwrap_or(status))
+    };
+    let routed = !state.router.is_empty();
+    if routed {
+        match normalize(req.uri().path()) {
+            None => return Decision::Refuse(StatusCode::BAD_REQUEST),
+            Some(Cow::Borrowed(_)) => {}
+            Some(Cow::Owned(path)) => match with_path(req.uri(), &path) {
+                Some(uri) => *req.uri_mut() = uri,
+                None => return Decision::Refuse(StatusCode::BAD_REQUEST),
+            },
+        }
+    }
+    let host = if conn.client.cover.is_some() || routed {
         authority(req).map(host_key)
     } else {
         None
@@ -133,9 +154,9 @@ fn decide(req: &Request<Incoming>, conn: &Conn, snapshot: &Snapshot) -> Decision
     if let (Some(cover), Some(host)) = (&conn.client.cover, &host)
         && !cover.covers(host)
     {
-        return Decision::Refuse(StatusCode::MISDIRECTED_REQUEST);
+        return refuse(req, StatusCode::MISDIRECTED_REQUEST);
     }
-    if !state.router.is_empty() {
+    if routed {
         let facts = routing::Request {
             host: host.as_deref().unwrap_or(""),
             path: req.uri().path(),
@@ -143,12 +164,18 @@ fn decide(req: &Request<Incoming>, conn: &Conn, snapshot: &Snapshot) -> Decision
             headers: req.headers(),
         };
         if let Some(route) = state.router.lookup(&facts) {
-            return Decision::Route(Arc::clone(route));
+            let route = Arc::clone(route);
+            if !matches!(route.action, Action::Upstream { .. })
+                && let Err(status) = message::check_head(req.method(), req.uri(), req.headers())
+            {
+                return Decision::Refuse(status);
+            }
+            return Decision::Route(route);
         }
     }
     match &state.upstream {
         Some(u) => Decision::Default(Arc::clone(u)),
-        None => Decision::Refuse(StatusCode::NOT_FOUND),
+        None => refuse(req, StatusCode::NOT_FOUND),
     }
 }
 

@@ -32,10 +32,14 @@ pub(super) fn apply(rules: &HeaderRules, headers: &mut HeaderMap) {
 pub(super) fn strip(uri: &Uri, prefix: &str) -> Option<Uri> {
     let path = uri.path();
     let rest = path.strip_prefix(prefix)?;
-    let rest = if rest.is_empty() { "/" } else { rest };
+    with_path(uri, if rest.is_empty() { "/" } else { rest })
+}
+
+/// `uri` with its path replaced, its query kept.
+pub(super) fn with_path(uri: &Uri, path: &str) -> Option<Uri> {
     let pq = match uri.query() {
-        Some(q) => format!("{rest}?{q}"),
-        None => rest.to_owned(),
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
     };
     let mut parts = uri.clone().into_parts();
     parts.path_and_query = Some(PathAndQuery::try_from(pq).ok()?);
