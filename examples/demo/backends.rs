@@ -1,6 +1,7 @@
-//! The demo's backends: HTTP servers that answer with their name after a fixed delay, and a
-//! TCP echo server. An HTTP backend can be stopped (listener and connections dropped at once,
-//! as a crashed process would) and started again on the same port.
+//! The demo's backends: HTTP servers that answer with their name (and the path they were
+//! asked for) after a fixed delay, and a TCP echo server. An HTTP backend can be stopped
+//! (listener and connections dropped at once, as a crashed process would) and started again
+//! on the same port.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -11,6 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use http_body_util::Full;
+use hyper::body::Incoming;
 use hyper::header::HeaderValue;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
@@ -28,7 +30,8 @@ pub async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener> {
     })
 }
 
-/// One HTTP backend: answers every request with its name (body and `x-backend`) after `delay`.
+/// One HTTP backend: answers every request with its name (body and `x-backend`) and the
+/// request target it got (`x-path`, so clients see what a route rewrote) after `delay`.
 pub struct Backend {
     pub name: &'static str,
     pub addr: SocketAddr,
@@ -94,8 +97,12 @@ async fn serve(
         };
         let (busy, stop) = (Arc::clone(&busy), stop.clone());
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |_req| {
+            let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
                 let busy = Arc::clone(&busy);
+                let path = req
+                    .uri()
+                    .path_and_query()
+                    .and_then(|p| HeaderValue::from_str(p.as_str()).ok());
                 async move {
                     let started = Instant::now();
                     sleep(delay).await;
@@ -105,6 +112,9 @@ async fn serve(
                         hyper::Response::new(Full::new(Bytes::from_static(name.as_bytes())));
                     resp.headers_mut()
                         .insert("x-backend", HeaderValue::from_static(name));
+                    if let Some(path) = path {
+                        resp.headers_mut().insert("x-path", path);
+                    }
                     Ok::<_, Infallible>(resp)
                 }
             });

@@ -1,19 +1,22 @@
 // cargo run --release --example demo
-//! The fulcrum demo: real backends, live traffic through the real `fulcrum` binary, one
-//! backend stopped and restarted, new weights by SIGHUP, and the count of failed requests
-//! (zero expected) at the end.
+//! The fulcrum demo: real backends, live traffic through the real `fulcrum` binary, two
+//! services behind one listener (a route sends `/api/...` to its own upstream, prefix
+//! stripped), one backend stopped and restarted, new weights by SIGHUP, and the count of
+//! failed requests (zero expected) at the end.
 //!
 //! Every port comes from `conf/demo.toml`, read with fulcrum's own config loader, so the file
 //! and the demo cannot disagree. fulcrum runs on a temporary copy of that file (the demo
 //! rewrites the copy's weights) and logs to a temporary file, so the table stays readable.
 //! Everything listens on 127.0.0.1, and the demo ends by itself after about 20 seconds.
 //!
-//! - `backends`: the three HTTP backends of different speed and the TCP echo backend.
+//! - `plan`: the backends and their parts, the ports and the api route, from the config.
+//! - `backends`: the HTTP backends of different speed and the TCP echo backend.
 //! - `traffic`: the keep-alive HTTP clients, the TCP sessions, what they saw.
 //! - `proxy`: finding, starting, signalling the binary; its view from `/status` or its log.
 //! - `table`: the live table and the closing summary.
 
 mod backends;
+mod plan;
 mod proxy;
 mod table;
 mod traffic;
@@ -27,21 +30,16 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, anyhow};
-use fulcrum::config::{Config, Protocol};
+use fulcrum::config::Config;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use backends::Backend;
+use plan::{N, Plan, ROLES};
 use traffic::Shared;
 
 /// The demo's configuration in the repository.
 const CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/demo.toml");
-/// The backends of upstream "web", in the file's order: name and time to answer.
-const ROLES: [(&str, Duration); 3] = [
-    ("fast", Duration::from_millis(1)),
-    ("medium", Duration::from_millis(5)),
-    ("slow", Duration::from_millis(20)),
-];
 /// Concurrent keep-alive HTTP clients.
 const CLIENTS: usize = 8;
 /// The timeline, in seconds from the first request.
@@ -51,7 +49,8 @@ const RESTART_AT: u64 = 11;
 const RELOAD_AT: u64 = 16;
 /// The backend stopped and restarted: the fast one carries the most traffic, so its loss shows.
 const VICTIM: usize = 0;
-/// The weights (fast, medium, slow) that the reload at `RELOAD_AT` brings.
+/// The weights of the first backends of `ROLES` (fast, medium, slow of upstream "web") that
+/// the reload at `RELOAD_AT` brings.
 const NEW_WEIGHTS: [u32; 3] = [1, 2, 6];
 
 fn main() -> ExitCode {
@@ -72,51 +71,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// Where everything listens, from `conf/demo.toml`.
-pub struct Plan {
-    pub web: SocketAddr,
-    pub tcp: SocketAddr,
-    pub admin: Option<SocketAddr>,
-    pub backends: [SocketAddr; 3],
-    pub weights: [u32; 3],
-    pub echo: SocketAddr,
-}
-
-impl Plan {
-    fn from_config(config: &Config) -> Result<Plan> {
-        let listener = |p| {
-            config
-                .listeners
-                .iter()
-                .find(|l| l.protocol == p)
-                .map(|l| l.bind)
-        };
-        let upstream = |name| {
-            config
-                .upstream(name)
-                .with_context(|| format!("no [upstream.{name}]"))
-        };
-        let web = &upstream("web")?.backends;
-        let ip = |i: usize| {
-            web.get(i)
-                .and_then(|b| b.ip)
-                .context("upstream web needs 3 ip:port backends")
-        };
-        Ok(Plan {
-            web: listener(Protocol::Http).context("no http listener")?,
-            tcp: listener(Protocol::Tcp).context("no tcp listener")?,
-            admin: config.admin.as_ref().map(|a| a.bind),
-            backends: [ip(0)?, ip(1)?, ip(2)?],
-            weights: std::array::from_fn(|i| web.get(i).map_or(1, |b| b.weight)),
-            echo: upstream("echo")?
-                .backends
-                .first()
-                .and_then(|b| b.ip)
-                .context("upstream echo needs an ip:port backend")?,
-        })
-    }
-}
-
 async fn run() -> Result<()> {
     let text = std::fs::read_to_string(CONFIG).with_context(|| format!("cannot read {CONFIG}"))?;
     let config = Config::from_toml(&text, Path::new(CONFIG)).map_err(|e| anyhow!("{e}"))?;
@@ -134,8 +88,8 @@ async fn run() -> Result<()> {
         drop(backends::bind(addr, what).await?);
     }
     let mut backends = Vec::new();
-    for ((name, delay), addr) in ROLES.into_iter().zip(plan.backends) {
-        backends.push(Backend::start(name, addr, delay).await?);
+    for (role, addr) in ROLES.iter().zip(plan.backends) {
+        backends.push(Backend::start(role.name, addr, role.delay).await?);
     }
     tokio::spawn(backends::serve_echo(
         backends::bind(plan.echo, "the echo backend").await?,
@@ -157,8 +111,14 @@ async fn run() -> Result<()> {
     let stats: Shared = Arc::default();
     let stop = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
+    let api: Arc<str> = Arc::from(plan.api_prefix.as_str());
     for _ in 0..CLIENTS {
-        tasks.spawn(traffic::client(plan.web, Arc::clone(&stats), stop.clone()));
+        tasks.spawn(traffic::client(
+            plan.web,
+            Arc::clone(&api),
+            Arc::clone(&stats),
+            stop.clone(),
+        ));
     }
     tasks.spawn(traffic::tcp_sessions(
         plan.tcp,
@@ -169,7 +129,7 @@ async fn run() -> Result<()> {
     let tty = std::io::stdout().is_terminal();
     let mut weights = plan.weights;
     let mut events = String::new();
-    let mut busy_before = [0u64; 3];
+    let mut busy_before = [0u64; N];
     let mut status_seen = false;
     let mut victim_at_restart = 0;
     let (start, start_wall) = (Instant::now(), SystemTime::now());
@@ -188,6 +148,7 @@ async fn run() -> Result<()> {
                 let in_flight = busy.saturating_sub(before) as f64 / 1e6;
                 latencies.sort_unstable();
                 table::Row {
+                    upstream: ROLES[i].upstream,
                     backend: b,
                     health: view.health[i],
                     weight: view.weights[i],
@@ -196,7 +157,7 @@ async fn run() -> Result<()> {
                 }
             })
             .collect();
-        let frame = table::render(t, &rows, &traffic::lock(&stats), &view, plan.admin);
+        let frame = table::render(t, &rows, &traffic::lock(&stats), &view, &plan);
         if tty {
             print!("\x1b[H\x1b[2J{frame}{events}");
         } else {
@@ -220,7 +181,9 @@ async fn run() -> Result<()> {
             },
             RELOAD_AT => match reload(&conf, &plan.backends, &proc) {
                 Ok(()) => {
-                    weights = NEW_WEIGHTS;
+                    for (w, new) in weights.iter_mut().zip(NEW_WEIGHTS) {
+                        *w = new;
+                    }
                     let [f, m, s] = NEW_WEIGHTS;
                     format!(
                         "weights fast {f}, medium {m}, slow {s} written to the config copy, SIGHUP sent"
@@ -259,9 +222,9 @@ async fn run() -> Result<()> {
     Ok(())
 }
 
-/// Writes `NEW_WEIGHTS` into fulcrum's config copy, checks the result as fulcrum will, and
-/// sends SIGHUP.
-fn reload(conf: &Path, addrs: &[SocketAddr; 3], proc: &proxy::Process) -> Result<()> {
+/// Writes `NEW_WEIGHTS` into fulcrum's config copy (for the first backends of `addrs`, as
+/// many as it has), checks the result as fulcrum will, and sends SIGHUP.
+fn reload(conf: &Path, addrs: &[SocketAddr; N], proc: &proxy::Process) -> Result<()> {
     let text =
         std::fs::read_to_string(conf).with_context(|| format!("cannot read {}", conf.display()))?;
     let new = rewrite_weights(&text, addrs, &NEW_WEIGHTS);

@@ -10,6 +10,8 @@ use anyhow::{Context, Result, bail};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep};
 
+use crate::plan::{N, ROLES};
+
 /// The `fulcrum` binary of this example's profile: `target/<profile>/examples/demo` runs
 /// `target/<profile>/fulcrum`. `cargo run --example` builds the example only, and a binary
 /// left by an older build would show old behaviour, so under cargo (`$CARGO` is set) the demo
@@ -122,11 +124,11 @@ impl Drop for Process {
     }
 }
 
-/// fulcrum's view of the three backends of upstream "web".
+/// fulcrum's view of the HTTP backends, those of `ROLES`.
 pub struct View {
     /// `Some(true)` up, `Some(false)` down, `None` unknown.
-    pub health: [Option<bool>; 3],
-    pub weights: [u64; 3],
+    pub health: [Option<bool>; N],
+    pub weights: [u64; N],
     /// Read from `/status`; otherwise health comes from the log and weights from the file.
     pub from_status: bool,
 }
@@ -136,8 +138,8 @@ pub struct View {
 pub async fn view(
     admin: Option<SocketAddr>,
     log: &Path,
-    addrs: &[SocketAddr; 3],
-    weights: &[u32; 3],
+    addrs: &[SocketAddr; N],
+    weights: &[u32; N],
 ) -> View {
     if let Some(view) = from_status(admin, addrs).await {
         return view;
@@ -162,20 +164,19 @@ pub async fn view(
     }
 }
 
-async fn from_status(admin: Option<SocketAddr>, addrs: &[SocketAddr; 3]) -> Option<View> {
+async fn from_status(admin: Option<SocketAddr>, addrs: &[SocketAddr; N]) -> Option<View> {
     let body = crate::traffic::fetch(admin?, "/status").await.ok()?;
     let json: serde_json::Value = serde_json::from_str(&body).ok()?;
-    let web = json["upstreams"]
-        .as_array()?
-        .iter()
-        .find(|u| u["name"] == "web")?;
-    let backends = web["backends"].as_array()?;
-    let find = |a: &SocketAddr| {
-        backends
+    let upstreams = json["upstreams"].as_array()?;
+    // Each backend in its own upstream: the same address could serve two.
+    let find = |i: usize| {
+        let addr = addrs[i].to_string();
+        upstreams.iter().find(|u| u["name"] == ROLES[i].upstream)?["backends"]
+            .as_array()?
             .iter()
-            .find(|b| b["addr"].as_str() == Some(&a.to_string()))
+            .find(|b| b["addr"].as_str() == Some(&addr))
     };
-    let seen = addrs.map(|a| find(&a));
+    let seen: [Option<&serde_json::Value>; N] = std::array::from_fn(find);
     Some(View {
         health: seen.map(|b| b.and_then(|b| b["healthy"].as_bool())),
         weights: seen.map(|b| b.and_then(|b| b["weight"].as_u64()).unwrap_or(0)),

@@ -1,6 +1,7 @@
 //! The demo's clients: keep-alive HTTP clients that tell backends apart by `x-backend`, and a
-//! TCP session now and then. Every answer that is not a 200 from a known backend, and every
-//! broken connection, is a failure.
+//! TCP session now and then. Every answer that is not a 200 from a backend of the upstream the
+//! path routes to (with the api prefix stripped, as `x-path` shows), and every broken
+//! connection, is a failure.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -15,7 +16,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep, timeout};
 use tokio_util::sync::CancellationToken;
 
-use crate::ROLES;
+use crate::plan::{N, ROLES};
 
 /// Pause between two requests of one client: it keeps the demo to a few thousand requests a
 /// second, so that it does not take over a small machine (or a debug build of fulcrum).
@@ -25,14 +26,17 @@ const THINK: Duration = Duration::from_millis(2);
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(6);
 /// A TCP session through the tcp listener this often.
 const TCP_EVERY: Duration = Duration::from_millis(1500);
+/// One request in this many goes to the api route.
+const API_EVERY: u64 = 4;
 
 /// What the clients saw.
 #[derive(Default)]
 pub struct Stats {
-    /// Latencies (µs) of the current second, per backend; the table takes them every second.
-    pub window: [Vec<u32>; 3],
+    /// Latencies (µs) of the current second, per backend of `ROLES`; the table takes them
+    /// every second.
+    pub window: [Vec<u32>; N],
     /// Answers per backend since the start.
-    pub totals: [u64; 3],
+    pub totals: [u64; N],
     pub failures: u64,
     /// The first few failures, for the summary.
     pub samples: Vec<String>,
@@ -88,8 +92,10 @@ pub async fn fetch(addr: SocketAddr, path: &str) -> Result<String> {
     Ok(String::from_utf8_lossy(resp.body()).into_owned())
 }
 
-/// One keep-alive client: a request at a time, a new connection only after a failure.
-pub async fn client(fulcrum: SocketAddr, stats: Shared, stop: CancellationToken) {
+/// One keep-alive client: a request at a time, a new connection only after a failure. Every
+/// `API_EVERY`th request goes below `api` (the api route's prefix), the others to `/`.
+pub async fn client(fulcrum: SocketAddr, api: Arc<str>, stats: Shared, stop: CancellationToken) {
+    let mut n = 0u64;
     while !stop.is_cancelled() {
         let mut sender = match connect(fulcrum).await {
             Ok(s) => s,
@@ -100,8 +106,16 @@ pub async fn client(fulcrum: SocketAddr, stats: Shared, stop: CancellationToken)
             }
         };
         while !stop.is_cancelled() {
+            n += 1;
+            // What the backend must see: the route strips the prefix, the query stays.
+            let (path, upstream, seen) = if n.is_multiple_of(API_EVERY) {
+                let seen = format!("/users?n={n}");
+                (format!("{api}{seen}"), "api", seen)
+            } else {
+                ("/".to_owned(), "web", "/".to_owned())
+            };
             let started = Instant::now();
-            let answer = timeout(REQUEST_TIMEOUT, get(&mut sender, "/"))
+            let answer = timeout(REQUEST_TIMEOUT, get(&mut sender, &path))
                 .await
                 .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {REQUEST_TIMEOUT:?}")));
             let us = u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX);
@@ -109,9 +123,16 @@ pub async fn client(fulcrum: SocketAddr, stats: Shared, stop: CancellationToken)
                 .as_ref()
                 .ok()
                 .filter(|r| r.status() == 200)
+                .filter(|r| {
+                    r.headers()
+                        .get("x-path")
+                        .is_some_and(|p| p == seen.as_str())
+                })
                 .and_then(|r| {
                     let name = r.headers().get("x-backend")?.to_str().ok()?;
-                    ROLES.iter().position(|(n, _)| *n == name)
+                    ROLES
+                        .iter()
+                        .position(|o| o.name == name && o.upstream == upstream)
                 });
             match (answer, backend) {
                 (_, Some(i)) => {
@@ -121,7 +142,14 @@ pub async fn client(fulcrum: SocketAddr, stats: Shared, stop: CancellationToken)
                 }
                 (Ok(r), None) => {
                     let body = String::from_utf8_lossy(r.body()).into_owned();
-                    fail(&stats, format!("answer {}: {body:?}", r.status()));
+                    let saw = r.headers().get("x-path");
+                    fail(
+                        &stats,
+                        format!(
+                            "{path}: answer {} {body:?}, backend saw {saw:?}",
+                            r.status()
+                        ),
+                    );
                     break;
                 }
                 (Err(e), None) => {
