@@ -1,12 +1,14 @@
 //! Metric names, declared once with their help texts, and the calls that record them.
 //! Without an installed recorder (no `[admin]`), every call returns at once.
 //!
-//! The per-request series are looked up once per (backend, listener) and cached in the
-//! backend (`BackendSeries`), so a request costs two atomic adds, not a registry lookup.
+//! The per-request series are looked up once per (backend, listener, route) and cached in the
+//! backend (`BackendSeries`), so a request costs a hash probe and two atomic adds, not a
+//! registry lookup.
 //! Gauges that mirror live state (health, in-flight, open connections) are set from that state
 //! when `/metrics` is rendered (`admin::exposition`), so they are exact and cost nothing per
 //! request.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
@@ -150,36 +152,41 @@ impl RequestSeries {
     }
 }
 
-/// A backend's request series per (listener, route), looked up once and then read without
-/// locks; a pair seen for the first time appends a copy (rare: once per route).
+/// Which (listener, route) a request series belongs to: one key per listener's default and
+/// per route, kept across reloads while their names stay, so a backend finds its series by
+/// one hash probe however many routes lead to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SeriesKey(u64);
+
+impl SeriesKey {
+    pub fn fresh() -> SeriesKey {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        SeriesKey(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// A backend's request series per (listener, route), looked up by key and then read without
+/// locks; a key seen for the first time adds a copy (rare: once per route).
 #[derive(Default)]
-pub struct BackendSeries(ArcSwap<Vec<Arc<RequestSeries>>>);
+pub struct BackendSeries(ArcSwap<foldhash::HashMap<SeriesKey, Arc<RequestSeries>>>);
 
 impl std::fmt::Debug for BackendSeries {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BackendSeries")
-            .field("listeners", &self.0.load().len())
+            .field("routes", &self.0.load().len())
             .finish()
     }
 }
 
 impl BackendSeries {
-    fn get(&self, labels: Labels<'_>, backend: &Arc<str>) -> Arc<RequestSeries> {
-        let same = |a: &Arc<str>, b: &Arc<str>| Arc::ptr_eq(a, b) || a == b;
-        let find = |v: &Vec<Arc<RequestSeries>>| {
-            v.iter()
-                .find(|s| same(&s.listener, labels.listener) && same(&s.route, labels.route))
-                .cloned()
-        };
-        if let Some(s) = find(&self.0.load()) {
-            return s;
+    fn get(&self, key: SeriesKey, labels: Labels<'_>, backend: &Arc<str>) -> Arc<RequestSeries> {
+        if let Some(s) = self.0.load().get(&key) {
+            return Arc::clone(s);
         }
         let series = Arc::new(RequestSeries::new(labels, backend));
-        self.0.rcu(|v| {
-            let mut next = (**v).clone();
-            if find(v).is_none() {
-                next.push(Arc::clone(&series));
-            }
+        self.0.rcu(|m| {
+            let mut next = (**m).clone();
+            next.entry(key).or_insert_with(|| Arc::clone(&series));
             next
         });
         series
@@ -195,13 +202,14 @@ struct Labels<'a> {
     upstream: &'a Arc<str>,
 }
 
-/// One answered HTTP request: `backend` is the backend's cached series and label, `None` when
-/// fulcrum answered without one (a 503, a redirect, a 404).
+/// One answered HTTP request: `backend` is the key of its (listener, route), the backend's
+/// cached series and its label; `None` when fulcrum answered without one (a 503, a redirect,
+/// a 404).
 pub fn request(
     listener: &Arc<str>,
     route: &Arc<str>,
     upstream: &Arc<str>,
-    backend: Option<(&BackendSeries, &Arc<str>)>,
+    backend: Option<(SeriesKey, &BackendSeries, &Arc<str>)>,
     status: http::StatusCode,
     duration: std::time::Duration,
 ) {
@@ -215,8 +223,8 @@ pub fn request(
         upstream,
     };
     match backend {
-        Some((series, addr)) => {
-            let s = series.get(labels, addr);
+        Some((key, series, addr)) => {
+            let s = series.get(key, labels, addr);
             if let Some(c) = s.code(code) {
                 c.increment(1);
             }

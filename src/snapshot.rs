@@ -10,6 +10,7 @@ use std::sync::atomic::AtomicU64;
 use arc_swap::ArcSwap;
 
 use crate::config;
+use crate::metrics::SeriesKey;
 use crate::resolve::Resolved;
 use crate::routing::Router;
 use crate::tls::Acceptor;
@@ -39,6 +40,9 @@ pub struct ListenerState {
     pub upstream: Option<Arc<Upstream>>,
     /// http: the routes, their targets looked up the same way.
     pub router: Router<Arc<Upstream>>,
+    /// The request series key of answers no route gave; kept while the listener keeps its
+    /// name.
+    pub series: SeriesKey,
     /// `Some` with `[listener.tls]`. Kept across reloads that leave the TLS settings as they
     /// were, so ticket keys and the session cache survive and clients resume.
     pub acceptor: Option<Acceptor>,
@@ -100,6 +104,7 @@ impl Snapshot {
             listeners.push(ListenerState {
                 upstream: l.upstream.as_ref().and_then(|u| upstreams.get(u).cloned()),
                 router,
+                series: before.map_or_else(SeriesKey::fresh, |(_, state)| state.series),
                 acceptor,
                 active,
             });

@@ -48,6 +48,35 @@ fn a_route_an_earlier_one_shadows_is_refused_naming_both() {
 }
 
 #[test]
+fn route_paths_are_compared_in_their_normal_form() {
+    let e = error(
+        "[[listener.route]]\npath = \"/api\"\nupstream = \"a\"\n\
+         [[listener.route]]\npath = \"/x/../api//v2\"\nupstream = \"b\"\n",
+    );
+    assert!(
+        e.contains("route \"route-2\" can never match: route \"route-1\""),
+        "{e}"
+    );
+    let ok = format!("{HEAD}[[listener.route]]\npath = \"/%7euser\"\nupstream = \"a\"\n");
+    let config = Config::from_toml(&ok, Path::new("t.toml")).expect("valid");
+    assert_eq!(
+        config.listeners[0].routes[0].when.path,
+        Some(fulcrum::config::PathMatch::Prefix("/~user".to_owned())),
+        "as a request for /%7Euser is matched"
+    );
+    let e = Config::from_toml(
+        &HEAD.replace("[upstream.b]", "[upstream.none]"),
+        Path::new("t.toml"),
+    )
+    .expect_err("an upstream called none");
+    assert!(
+        e.to_string()
+            .contains("upstream name \"none\" is not allowed"),
+        "{e}"
+    );
+}
+
+#[test]
 fn routes_that_only_overlap_are_accepted() {
     let ok = format!(
         "{HEAD}[[listener.route]]\npath = \"/api/users\"\nupstream = \"b\"\n\
@@ -114,6 +143,10 @@ fn each_route_mistake_is_located_and_says_the_fix() {
         (
             "[[listener.route]]\nname = \"none\"\nupstream = \"a\"\n",
             "route name \"none\" is not allowed",
+        ),
+        (
+            "[[listener.route]]\npath = \"/x/../../y\"\nupstream = \"a\"\n",
+            "path \"/x/../../y\" climbs above the root",
         ),
         (
             "[[listener.route]]\nupstream = \"a\"\nmirror = \"b\"\n",

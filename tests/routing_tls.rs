@@ -12,12 +12,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use support::ca::{Ca, client_config, tls_connect};
 use support::{Fulcrum, HttpBackend, Toml, free_port, http_backend, temp_dir};
 
-/// A TLS http listener with certificates for `a.test` and `*.b.test`, routing `a.test` to
+/// A TLS http listener with certificates for `a.test` (and 127.0.0.1) and `*.b.test`, routing `a.test` to
 /// `a`, `x.b.test` to `x` and `y.b.test` to `y`.
 async fn tenants(tag: &str) -> (Fulcrum, SocketAddr, Ca, Vec<HttpBackend>) {
     let dir = temp_dir(tag);
     let ca = Ca::new();
-    let a = ca.leaf(&["a.test"]).write(&dir, "a");
+    let a = ca.leaf(&["a.test", "127.0.0.1"]).write(&dir, "a");
     let b = ca.leaf(&["*.b.test"]).write(&dir, "b");
     let (ba, bx, by) = (
         http_backend("a").await,
@@ -96,4 +96,12 @@ async fn one_connection_serves_every_name_its_certificate_covers() {
         "the wildcard covers y.b.test too"
     );
     assert_eq!(got[2].0, 421);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_sent_no_sni_named_no_tenant_and_is_not_refused() {
+    let (_f, addr, ca, _backends) = tenants("route-no-sni").await;
+    // An IP address is never sent as SNI (RFC 6066 §3): the default certificate is served.
+    let got = over_one_h2_connection(addr, &ca, "127.0.0.1", &["a.test", "x.b.test"]).await;
+    assert_eq!(got, [(200, "a".to_owned()), (200, "x".to_owned())]);
 }

@@ -79,10 +79,11 @@ fn sends_to(l: &crate::config::Listener) -> HashSet<&str> {
     out
 }
 
-/// What a listener's series may name now: the upstreams it sends to and its routes.
+/// What a listener's series may name now: the upstreams it sends to, and each of its routes
+/// with the upstream it sends to ("none" for no route, and for no upstream).
 struct Current<'a> {
     upstreams: HashSet<&'a str>,
-    routes: HashSet<&'a str>,
+    routes: HashSet<(&'a str, &'a str)>,
 }
 
 /// The lines of `text` that belong to the running configuration: a sample whose `listener`,
@@ -94,8 +95,16 @@ pub fn current_only(text: &str, snapshot: &Snapshot) -> String {
         .listeners
         .iter()
         .map(|l| {
-            let mut routes: HashSet<&str> = l.routes.iter().map(|r| r.name.as_str()).collect();
-            routes.insert("none");
+            let mut routes: HashSet<(&str, &str)> = l
+                .routes
+                .iter()
+                .map(|r| (r.name.as_str(), r.action.upstream().unwrap_or("none")))
+                .collect();
+            // Routes that forward also answer with fulcrum's own errors, and a request
+            // refused before any route has neither.
+            routes.extend(l.routes.iter().map(|r| (r.name.as_str(), "none")));
+            routes.insert(("none", "none"));
+            routes.extend(l.upstream.as_deref().map(|u| ("none", u)));
             let upstreams = sends_to(l);
             (l.name.as_str(), Current { upstreams, routes })
         })
@@ -132,9 +141,12 @@ fn is_current(
             return false;
         };
         // A listener's series of an upstream it no longer sends to, or of a removed route.
-        if get("upstream").is_some_and(|u| !now.upstreams.contains(u))
-            || get("route").is_some_and(|r| !now.routes.contains(r))
-        {
+        let stale = match (get("route"), get("upstream")) {
+            (Some(r), Some(u)) => !now.routes.contains(&(r, u)),
+            (None, Some(u)) => !now.upstreams.contains(u),
+            _ => false,
+        };
+        if stale {
             return false;
         }
     }
@@ -196,7 +208,7 @@ mod tests {
     fn only_series_of_what_runs_now_are_current() {
         let web = Current {
             upstreams: HashSet::from(["app", "none"]),
-            routes: HashSet::from(["api", "none"]),
+            routes: HashSet::from([("api", "app"), ("api", "none"), ("none", "none")]),
         };
         let listeners = HashMap::from([("web", web)]);
         let backends = HashMap::from([
@@ -230,6 +242,10 @@ mod tests {
         assert!(
             !current(r#"r{listener="web",route="gone",upstream="app",backend="none"} 1"#),
             "a removed route"
+        );
+        assert!(
+            !current(r#"r{listener="web",route="api",upstream="old",backend="none"} 1"#),
+            "an upstream the route no longer sends to"
         );
     }
 

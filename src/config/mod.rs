@@ -9,12 +9,14 @@
 
 mod addr;
 mod error;
+mod path;
 mod pem;
 mod raw;
 mod route;
 mod validate;
 
 pub use error::ConfigError;
+pub use path::normalize as normalize_path;
 pub use route::{Action, HeaderRules, HostPattern, PathMatch, Redirect, Route, RouteMatch};
 
 use std::net::SocketAddr;

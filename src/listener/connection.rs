@@ -91,8 +91,10 @@ pub async fn handle(
             match timeout_at(deadline, acceptor.acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => {
                     // The names of the certificate this connection was served with, which
-                    // every request on it must name.
-                    let cover = acceptor.sni.cover(tls.get_ref().1.server_name());
+                    // every request on it must name, once the client named a tenant (SNI).
+                    // Without SNI (a client that dialled an IP address: probes, scripts) no
+                    // tenant was asked for, and nginx does not refuse there either.
+                    let cover = tls.get_ref().1.server_name().and_then(|n| acceptor.sni.cover(n));
                     session
                         .serve(crate::tls::CloseAsEof(tls), "https", cover)
                         .await;

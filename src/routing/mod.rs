@@ -7,7 +7,6 @@
 //! `U` (the live upstream in the proxy, anything in benches and tests).
 
 mod host;
-mod path;
 #[cfg(test)]
 mod tests;
 
@@ -18,13 +17,14 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
 
 use crate::config::{self, HeaderRules, HostPattern, Redirect, RouteMatch};
+use crate::metrics::SeriesKey;
 
 /// foldhash, not std's SipHash: a request's host is hashed once or more per lookup, and the
 /// tables hold only names from the config file, so a client cannot grow their chains.
 type HashMap<K, V> = foldhash::HashMap<K, V>;
 
+pub use crate::config::normalize_path as normalize;
 pub use host::host_key;
-pub use path::normalize;
 
 /// A listener's routes with their host index.
 #[derive(Debug)]
@@ -54,6 +54,8 @@ pub struct Route<U> {
     pub response_headers: HeaderRules,
     /// Requests this route answered, for `/status`; carried across reloads by name.
     pub requests: Arc<AtomicU64>,
+    /// Its request series' key; carried across reloads by name, like `requests`.
+    pub series: SeriesKey,
 }
 
 #[derive(Debug)]
@@ -141,9 +143,9 @@ impl<U> Router<U> {
                     list.push(index);
                 }
             }
-            let requests = previous
-                .and_then(|p| p.routes.iter().find(|o| *o.name == *r.name))
-                .map_or_else(Arc::default, |o| Arc::clone(&o.requests));
+            let before = previous.and_then(|p| p.routes.iter().find(|o| *o.name == *r.name));
+            let requests = before.map_or_else(Arc::default, |o| Arc::clone(&o.requests));
+            let series = before.map_or_else(SeriesKey::fresh, |o| o.series);
             router.routes.push(Arc::new(Route {
                 name: Arc::from(r.name.as_str()),
                 when: r.when.clone(),
@@ -151,6 +153,7 @@ impl<U> Router<U> {
                 request_headers: r.request_headers.clone(),
                 response_headers: r.response_headers.clone(),
                 requests,
+                series,
             }));
         }
         router
@@ -188,10 +191,13 @@ impl<U> Router<U> {
                 }
             }
         };
-        if let Some(list) = self.exact.get(req.host) {
+        // A longer name is no DNS name (RFC 1035 §2.3.4) and matches no host route; the
+        // bound also keeps the walk over its parents cheap whatever a client sends.
+        let host_ok = req.host.len() <= MAX_HOST;
+        if host_ok && let Some(list) = self.exact.get(req.host) {
             scan(list);
         }
-        if !self.suffix.is_empty() {
+        if host_ok && !self.suffix.is_empty() {
             let mut rest = req.host;
             while let Some((label, parent)) = rest.split_once('.') {
                 if label.is_empty() {
@@ -212,6 +218,9 @@ impl<U> Router<U> {
         best.and_then(|i| self.routes.get(i as usize))
     }
 }
+
+/// The longest host name a host route can match.
+const MAX_HOST: usize = 253;
 
 /// The first segment of a request path: `api` of `/api/v1?x`, empty for `/`.
 fn first_segment(path: &str) -> &str {

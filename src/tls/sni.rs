@@ -64,8 +64,10 @@ impl SniResolver {
     }
 
     /// The names covered by the certificate served for SNI `name`.
-    pub fn cover(&self, name: Option<&str>) -> Option<Arc<Cover>> {
-        self.certs.get(self.index(name)).map(|(_, c)| Arc::clone(c))
+    pub fn cover(&self, name: &str) -> Option<Arc<Cover>> {
+        self.certs
+            .get(self.index(Some(name)))
+            .map(|(_, c)| Arc::clone(c))
     }
 }
 

@@ -8,6 +8,7 @@ use toml::Spanned;
 
 use super::Cx;
 use crate::config::error::{line_col, quote};
+use crate::config::normalize_path;
 use crate::config::raw::{RawHeaderRules, RawRedirect, RawRespond, RawRoute};
 use crate::config::{
     Action, ConfigError, HeaderRules, HostPattern, PathMatch, Redirect, Route, RouteMatch, Upstream,
@@ -159,11 +160,9 @@ impl Cx<'_> {
                 return Err(self.err(e.span(), format!("{ctx}give path or path_exact, not both")));
             }
             (Some(p), None) => Some(PathMatch::Prefix(
-                normalize_prefix(self.path(ctx, "path", p)?).to_owned(),
+                normalize_prefix(&self.route_path(ctx, "path", p)?).to_owned(),
             )),
-            (None, Some(e)) => Some(PathMatch::Exact(
-                self.path(ctx, "path_exact", e)?.to_owned(),
-            )),
+            (None, Some(e)) => Some(PathMatch::Exact(self.route_path(ctx, "path_exact", e)?)),
             (None, None) => None,
         };
         if let Some(methods) = &r.methods {
@@ -261,6 +260,22 @@ impl Cx<'_> {
             ));
         }
         Ok(text)
+    }
+
+    /// A path a route matches, in the form request paths are matched in (`normalize_path`),
+    /// so that `/a//b` or `/%7Euser` can match, and the shadow check compares like with like.
+    fn route_path(&self, ctx: &str, key: &str, p: &Spanned<String>) -> Result<String, ConfigError> {
+        let text = self.path(ctx, key, p)?;
+        match normalize_path(text) {
+            Some(n) => Ok(n.into_owned()),
+            None => Err(self.err(
+                p.span(),
+                format!(
+                    "{ctx}{key} {} climbs above the root with \"..\"",
+                    quote(text)
+                ),
+            )),
+        }
     }
 
     fn field(&self, ctx: &str, name: &str, span: Range<usize>) -> Result<HeaderName, ConfigError> {

@@ -25,6 +25,14 @@ impl Cx<'_> {
                 "upstream name is empty (name the table, e.g. [upstream.app])".to_owned(),
             ));
         }
+        if name.get_ref() == "none" {
+            return Err(self.err(
+                name.span(),
+                "upstream name \"none\" is not allowed: the metrics use it for answers no \
+                 upstream gave (pick another name)"
+                    .to_owned(),
+            ));
+        }
         let name = name.into_inner();
         let ctx = format!("upstream {}: ", quote(&name));
         let balance = self.choice(

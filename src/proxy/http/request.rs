@@ -17,6 +17,7 @@ use super::outgoing::Rewrite;
 use super::route::{apply, authority, location, status_text, with_path};
 use super::serve::Conn;
 use crate::config::Redirect;
+use crate::metrics::SeriesKey;
 use crate::proxy::activity::InProgress;
 use crate::routing::{self, Action, host_key, normalize};
 use crate::snapshot::Snapshot;
@@ -30,8 +31,8 @@ static NONE: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("none"));
 /// Where a request goes, decided under one snapshot load.
 enum Decision {
     Route(Arc<Route>),
-    /// No route matched: the listener's `upstream`.
-    Default(Arc<Upstream>),
+    /// No route matched: the listener's `upstream`, and the key of its request series.
+    Default(Arc<Upstream>, SeriesKey),
     /// fulcrum answers this itself, before any route.
     Refuse(StatusCode),
 }
@@ -56,7 +57,7 @@ pub(super) async fn handle(
     let access = log_access.then(|| (req.method().clone(), req.uri().path().to_owned()));
     let (mut resp, backend) = match &decision {
         Decision::Refuse(status) => (local(*status, in_progress), None),
-        Decision::Default(upstream) => {
+        Decision::Default(upstream, _) => {
             send(req, conn, upstream, &Rewrite::default(), in_progress).await
         }
         Decision::Route(r) => match &r.action {
@@ -76,7 +77,7 @@ pub(super) async fn handle(
             Action::Upstream { upstream, .. } => (Some(r), Some(upstream)),
             _ => (Some(r), None),
         },
-        Decision::Default(u) => (None, Some(u)),
+        Decision::Default(u, _) => (None, Some(u)),
         Decision::Refuse(_) => (None, None),
     };
     if let Some(r) = route {
@@ -88,11 +89,19 @@ pub(super) async fn handle(
     let status = resp.status();
     let route_label = route.map_or(&*NONE, |r| &r.name);
     let upstream_label = upstream.map_or(&*NONE, |u| &u.name);
+    let key = match &decision {
+        Decision::Route(r) => Some(r.series),
+        Decision::Default(_, key) => Some(*key),
+        Decision::Refuse(_) => None,
+    };
     crate::metrics::request(
         &conn.client.listener,
         route_label,
         upstream_label,
-        backend.as_deref().map(|b| (&b.series, &b.addr)),
+        backend
+            .as_deref()
+            .zip(key)
+            .map(|(b, key)| (key, &b.series, &b.addr)),
         status,
         started.elapsed(),
     );
@@ -174,7 +183,7 @@ fn decide(req: &mut Request<Incoming>, conn: &Conn, snapshot: &Snapshot) -> Deci
         }
     }
     match &state.upstream {
-        Some(u) => Decision::Default(Arc::clone(u)),
+        Some(u) => Decision::Default(Arc::clone(u), state.series),
         None => refuse(req, StatusCode::NOT_FOUND),
     }
 }

@@ -1,5 +1,6 @@
 //! The path routes are matched on: one spelling per resource, as nginx matches locations, so a
-//! route cannot be bypassed by `/x/../admin`, `/%61dmin` or `//admin`.
+//! route cannot be bypassed by `/x/../admin`, `/%61dmin` or `//admin`. Routes' own paths are
+//! put in the same form when the file is validated.
 
 use std::borrow::Cow;
 
@@ -56,7 +57,8 @@ fn needs_work(p: &[u8]) -> bool {
 
 fn decode_unreserved(path: &str) -> String {
     let b = path.as_bytes();
-    let mut out = String::with_capacity(path.len());
+    // Bytes, not chars: a path may hold UTF-8 (the parsers let it through), kept as it came.
+    let mut out: Vec<u8> = Vec::with_capacity(path.len());
     let mut i = 0;
     while let Some(&c) = b.get(i) {
         if c == b'%'
@@ -65,20 +67,18 @@ fn decode_unreserved(path: &str) -> String {
         {
             let v = h * 16 + l;
             if v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~') {
-                out.push(char::from(v));
+                out.push(v);
             } else {
-                out.push('%');
-                out.push(char::from(hi.to_ascii_uppercase()));
-                out.push(char::from(lo.to_ascii_uppercase()));
+                out.extend([b'%', hi.to_ascii_uppercase(), lo.to_ascii_uppercase()]);
             }
             i += 3;
             continue;
         }
-        // Paths are ASCII (the URI parser refuses anything else); a stray byte is kept as is.
-        out.push(char::from(c));
+        out.push(c);
         i += 1;
     }
-    out
+    // Only ASCII was replaced by ASCII: what was UTF-8 still is.
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 fn hex(c: u8) -> Option<u8> {
@@ -106,6 +106,7 @@ mod tests {
             ("/a%2Fb%zz", "/a%2Fb%zz"),
             ("/.well-known/x", "/.well-known/x"),
             ("/a..b/", "/a..b/"),
+            ("/café//x", "/café/x"),
         ] {
             assert_eq!(n(from).as_deref(), Some(to), "{from}");
         }
