@@ -72,98 +72,6 @@ pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
-/// The tables of the file by the keys they accept, to name the table in an unknown-key error
-/// (serde reports the accepted keys but not the table). Kept in step with `raw.rs` by the
-/// test `every_table_is_named`.
-pub(crate) const TABLES: &[(&str, &[&str])] = &[
-    (
-        "at the top level",
-        &["runtime", "admin", "log", "listener", "upstream"],
-    ),
-    (
-        "in [runtime]",
-        &[
-            "worker_threads",
-            "shutdown_timeout",
-            "shutdown_delay",
-            "watch_config",
-        ],
-    ),
-    ("in [admin]", &["bind"]),
-    ("in [log]", &["level", "format", "access"]),
-    (
-        "in [[listener]]",
-        &[
-            "name",
-            "bind",
-            "protocol",
-            "upstream",
-            "max_connections",
-            "timeouts",
-            "proxy_protocol",
-            "tls",
-            "route",
-        ],
-    ),
-    ("in listener timeouts", &["header_read", "idle"]),
-    (
-        "in [[listener.route]]",
-        &[
-            "name",
-            "host",
-            "path",
-            "path_exact",
-            "methods",
-            "headers",
-            "upstream",
-            "strip_prefix",
-            "redirect",
-            "respond",
-            "request_headers",
-            "response_headers",
-        ],
-    ),
-    (
-        "in route redirect",
-        &["scheme", "host", "port", "path", "status"],
-    ),
-    ("in route respond", &["status", "body"]),
-    ("in route header rules", &["set", "remove"]),
-    (
-        "in [listener.tls]",
-        &["certificates", "min_version", "session_resumption", "alpn"],
-    ),
-    ("in certificate", &["cert", "key"]),
-    (
-        "in [upstream.NAME]",
-        &[
-            "balance",
-            "backends",
-            "resolve_interval",
-            "connect_timeout",
-            "response_timeout",
-            "retries",
-            "send_proxy_protocol",
-            "slow_start",
-            "tls",
-            "health",
-        ],
-    ),
-    ("in backend", &["addr", "weight"]),
-    ("in [upstream.NAME.tls]", &["server_name", "ca"]),
-    (
-        "in [upstream.NAME.health]",
-        &[
-            "check",
-            "path",
-            "interval",
-            "timeout",
-            "unhealthy_threshold",
-            "healthy_threshold",
-        ],
-    ),
-];
-
 /// Rewords serde's and toml's messages into the style of the checks: lowercase, the key named,
 /// the fix stated.
 fn readable(text: &str, err: &toml::de::Error) -> String {
@@ -245,7 +153,7 @@ fn unknown_key(rest: &str) -> String {
         .map(|s| s.trim().trim_matches('`'))
         .filter(|s| !s.is_empty() && *s != "there are no fields")
         .collect();
-    let table = TABLES
+    let table = super::keys::TABLES
         .iter()
         .find(|(_, fields)| fields.len() == names.len() && fields.iter().all(|f| names.contains(f)))
         .map_or(String::new(), |(name, _)| format!(" {name}"));
@@ -401,7 +309,11 @@ mod tests {
             ("[upstream.a.tls]\nzz = 1", "in [upstream.NAME.tls]"),
             ("[upstream.a.health]\nzz = 1", "in [upstream.NAME.health]"),
         ];
-        assert_eq!(tables.len(), TABLES.len(), "one case per table of raw.rs");
+        assert_eq!(
+            tables.len(),
+            super::super::keys::TABLES.len(),
+            "one case per table of raw.rs"
+        );
         for (text, name) in tables {
             let Err(err) = super::super::raw::parse(text, Path::new("t.toml")) else {
                 panic!("unknown key must be refused in {text:?}");

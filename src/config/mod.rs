@@ -9,6 +9,7 @@
 
 mod addr;
 mod error;
+mod keys;
 mod path;
 mod pem;
 mod raw;

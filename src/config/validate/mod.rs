@@ -5,6 +5,7 @@
 //! `[log]`); each larger table has its own file, and `values.rs` the checks of single values
 //! that they all share.
 
+mod actions;
 mod health;
 mod listeners;
 mod routes;

@@ -1,32 +1,17 @@
-//! `[[listener.route]]`: each route's conditions and action checked, then the list as a whole
-//! (unique names, no route that an earlier one shadows).
+//! `[[listener.route]]`: each route's conditions checked (its redirect, fixed answer and header
+//! rules in `actions.rs`), then the list as a whole (unique names, no route that an earlier
+//! one shadows).
 
 use std::ops::Range;
 
-use http::{HeaderName, HeaderValue, Method, StatusCode};
+use http::{HeaderName, HeaderValue, Method};
 use toml::Spanned;
 
 use super::Cx;
 use crate::config::error::{line_col, quote};
 use crate::config::normalize_path;
-use crate::config::raw::{RawHeaderRules, RawRedirect, RawRespond, RawRoute};
-use crate::config::{
-    Action, ConfigError, HeaderRules, HostPattern, PathMatch, Redirect, Route, RouteMatch, Upstream,
-};
-
-/// Longest `respond` body: an answer of a few lines, not a file server.
-const MAX_BODY: usize = 64 * 1024;
-/// Fields fulcrum manages itself (framing, hop-by-hop): a header rule must not touch them.
-const MANAGED: [&str; 8] = [
-    "connection",
-    "content-length",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
+use crate::config::raw::RawRoute;
+use crate::config::{Action, ConfigError, HostPattern, PathMatch, Route, RouteMatch, Upstream};
 
 impl Cx<'_> {
     /// The routes of listener `ctx`, in file order.
@@ -203,7 +188,11 @@ impl Cx<'_> {
     }
 
     /// A `host` entry: a name, `*.` and a suffix, or an IP address; no port.
-    fn host_pattern(&self, ctx: &str, h: &Spanned<String>) -> Result<HostPattern, ConfigError> {
+    pub(super) fn host_pattern(
+        &self,
+        ctx: &str,
+        h: &Spanned<String>,
+    ) -> Result<HostPattern, ConfigError> {
         let text = h.get_ref().trim_end_matches('.').to_ascii_lowercase();
         let (wild, name) = match text.strip_prefix("*.") {
             Some(rest) => (true, rest),
@@ -239,7 +228,7 @@ impl Cx<'_> {
         })
     }
 
-    fn path<'a>(
+    pub(super) fn path<'a>(
         &self,
         ctx: &str,
         key: &str,
@@ -278,167 +267,18 @@ impl Cx<'_> {
         }
     }
 
-    fn field(&self, ctx: &str, name: &str, span: Range<usize>) -> Result<HeaderName, ConfigError> {
+    pub(super) fn field(
+        &self,
+        ctx: &str,
+        name: &str,
+        span: Range<usize>,
+    ) -> Result<HeaderName, ConfigError> {
         HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
             self.err(
                 span,
                 format!("{ctx}{} is not a valid header name", quote(name)),
             )
         })
-    }
-
-    fn redirect(&self, ctx: &str, r: RawRedirect) -> Result<Redirect, ConfigError> {
-        let scheme = match r.scheme {
-            None => None,
-            Some(s) if matches!(s.get_ref().as_str(), "http" | "https") => Some(s.into_inner()),
-            Some(s) => {
-                return Err(self.err(
-                    s.span(),
-                    format!(
-                        "{ctx}redirect.scheme {} is not valid (expected \"http\" or \"https\")",
-                        quote(s.get_ref())
-                    ),
-                ));
-            }
-        };
-        let host = match r.host {
-            None => None,
-            Some(h) => match self.host_pattern(ctx, &h)? {
-                HostPattern::Exact(name) => Some(name),
-                HostPattern::Suffix(_) => {
-                    return Err(
-                        self.err(h.span(), format!("{ctx}redirect.host cannot be a wildcard"))
-                    );
-                }
-            },
-        };
-        let port = match r.port {
-            None => None,
-            Some(p) => Some(
-                u16::try_from(*p.get_ref())
-                    .ok()
-                    .filter(|p| *p > 0)
-                    .ok_or_else(|| {
-                        self.err(
-                            p.span(),
-                            format!(
-                                "{ctx}redirect.port {} is out of range 1..=65535",
-                                p.get_ref()
-                            ),
-                        )
-                    })?,
-            ),
-        };
-        let path = match &r.path {
-            None => None,
-            Some(p) => Some(self.path(ctx, "redirect.path", p)?.to_owned()),
-        };
-        let status = match r.status {
-            None => StatusCode::FOUND,
-            Some(s) if matches!(*s.get_ref(), 301 | 302 | 303 | 307 | 308) => {
-                StatusCode::from_u16(*s.get_ref() as u16).unwrap_or(StatusCode::FOUND)
-            }
-            Some(s) => {
-                return Err(self.err(
-                    s.span(),
-                    format!("{ctx}redirect.status {} is not a redirect (expected 301, 302, 303, 307 or 308)", s.get_ref()),
-                ));
-            }
-        };
-        Ok(Redirect {
-            scheme,
-            host,
-            port,
-            path,
-            status,
-        })
-    }
-
-    fn respond(&self, ctx: &str, r: RawRespond) -> Result<Action, ConfigError> {
-        let code = *r.status.get_ref();
-        let status = (200..=599)
-            .contains(&code)
-            .then(|| StatusCode::from_u16(code as u16).ok())
-            .flatten()
-            .ok_or_else(|| {
-                self.err(
-                    r.status.span(),
-                    format!("{ctx}respond.status {code} is out of range 200..=599"),
-                )
-            })?;
-        let body = match r.body {
-            Some(b) if b.get_ref().len() > MAX_BODY => {
-                return Err(self.err(
-                    b.span(),
-                    format!(
-                        "{ctx}respond.body is over {} KiB (a fixed answer is short text)",
-                        MAX_BODY / 1024
-                    ),
-                ));
-            }
-            Some(b) => b.into_inner(),
-            None => String::new(),
-        };
-        Ok(Action::Respond { status, body })
-    }
-
-    fn header_rules(
-        &self,
-        ctx: &str,
-        key: &str,
-        raw: Option<RawHeaderRules>,
-    ) -> Result<HeaderRules, ConfigError> {
-        let Some(raw) = raw else {
-            return Ok(HeaderRules::default());
-        };
-        let mut rules = HeaderRules::default();
-        for name in &raw.remove {
-            let field = self.managed_field(ctx, key, name)?;
-            rules.remove.push(field);
-        }
-        for (name, value) in &raw.set {
-            let field = self.managed_field(ctx, key, name)?;
-            if rules.remove.contains(&field) {
-                return Err(self.err(
-                    name.span(),
-                    format!(
-                        "{ctx}{key}: {} is both set and removed (keep one)",
-                        quote(name.get_ref())
-                    ),
-                ));
-            }
-            let v = HeaderValue::from_str(value.get_ref()).map_err(|_| {
-                self.err(
-                    value.span(),
-                    format!(
-                        "{ctx}{key}.set: {} is not a valid header value",
-                        quote(value.get_ref())
-                    ),
-                )
-            })?;
-            rules.set.push((field, v));
-        }
-        Ok(rules)
-    }
-
-    /// A header name a rule may touch: not one of the framing and hop-by-hop fields.
-    fn managed_field(
-        &self,
-        ctx: &str,
-        key: &str,
-        name: &Spanned<String>,
-    ) -> Result<HeaderName, ConfigError> {
-        let field = self.field(ctx, name.get_ref(), name.span())?;
-        if MANAGED.contains(&field.as_str()) {
-            return Err(self.err(
-                name.span(),
-                format!(
-                    "{ctx}{key}: {} is a framing or hop-by-hop field that fulcrum manages itself",
-                    quote(name.get_ref())
-                ),
-            ));
-        }
-        Ok(field)
     }
 }
 
