@@ -105,6 +105,10 @@ impl<U> Router<U> {
         previous: Option<&Router<U>>,
     ) -> Router<U> {
         let mut router = Router::default();
+        // By name, once: a reload of 1,000 routes must not compare every pair.
+        let before: HashMap<&str, &Route<U>> = previous
+            .map(|p| p.routes.iter().map(|o| (&*o.name, &**o)).collect())
+            .unwrap_or_default();
         for r in routes {
             let action = match &r.action {
                 config::Action::Upstream { name, strip_prefix } => {
@@ -143,7 +147,7 @@ impl<U> Router<U> {
                     list.push(index);
                 }
             }
-            let before = previous.and_then(|p| p.routes.iter().find(|o| *o.name == *r.name));
+            let before = before.get(r.name.as_str());
             let requests = before.map_or_else(Arc::default, |o| Arc::clone(&o.requests));
             let series = before.map_or_else(SeriesKey::fresh, |o| o.series);
             router.routes.push(Arc::new(Route {

@@ -37,6 +37,26 @@ enum Decision {
     Refuse(StatusCode),
 }
 
+impl Decision {
+    /// What the metrics say answered: the route, the upstream, and the key of the series.
+    fn labels(
+        &self,
+    ) -> (
+        Option<&Arc<Route>>,
+        Option<&Arc<Upstream>>,
+        Option<SeriesKey>,
+    ) {
+        match self {
+            Decision::Route(r) => match &r.action {
+                Action::Upstream { upstream, .. } => (Some(r), Some(upstream), Some(r.series)),
+                _ => (Some(r), None, Some(r.series)),
+            },
+            Decision::Default(u, key) => (None, Some(u), Some(*key)),
+            Decision::Refuse(_) => (None, None, None),
+        }
+    }
+}
+
 /// One request: route, pick, send with failover, and answer.
 pub(super) async fn handle(
     mut req: Request<Incoming>,
@@ -72,14 +92,7 @@ pub(super) async fn handle(
             Action::Respond { status, body } => (fixed(*status, body.clone(), in_progress), None),
         },
     };
-    let (route, upstream) = match &decision {
-        Decision::Route(r) => match &r.action {
-            Action::Upstream { upstream, .. } => (Some(r), Some(upstream)),
-            _ => (Some(r), None),
-        },
-        Decision::Default(u, _) => (None, Some(u)),
-        Decision::Refuse(_) => (None, None),
-    };
+    let (route, upstream, key) = decision.labels();
     if let Some(r) = route {
         if !r.response_headers.is_empty() {
             apply(&r.response_headers, resp.headers_mut());
@@ -89,11 +102,6 @@ pub(super) async fn handle(
     let status = resp.status();
     let route_label = route.map_or(&*NONE, |r| &r.name);
     let upstream_label = upstream.map_or(&*NONE, |u| &u.name);
-    let key = match &decision {
-        Decision::Route(r) => Some(r.series),
-        Decision::Default(_, key) => Some(*key),
-        Decision::Refuse(_) => None,
-    };
     crate::metrics::request(
         &conn.client.listener,
         route_label,
