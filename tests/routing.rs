@@ -401,7 +401,7 @@ async fn what_fulcrum_answers_itself_checks_the_request_like_forwarding_does() {
     let port = free_port();
     let toml = Toml::new()
         .routed("web", port)
-        .route("path = \"/old\"\nredirect = { path = \"/new\" }")
+        .route("name = \"old\"\npath = \"/old\"\nredirect = { path = \"/new\" }\nresponse_headers = { set = { x-route = \"old\" } }")
         .route("path = \"/fixed\"\nrespond = { status = 200 }")
         .upstream("unused", [closed_addr()]);
     let _f = Fulcrum::start(&toml);
@@ -428,5 +428,10 @@ async fn what_fulcrum_answers_itself_checks_the_request_like_forwarding_does() {
         let answer = support::raw(addr, request.as_bytes()).await;
         assert!(answer.starts_with("HTTP/1.1 400"), "{what}: {answer}");
         assert!(!answer.contains("evil"), "{what}: never echoed: {answer}");
+        assert_eq!(
+            answer.contains("x-route: old"),
+            request.starts_with("GET /old"),
+            "{what}: the refusal is the route's answer, with its header rules: {answer}"
+        );
     }
 }

@@ -35,6 +35,9 @@ enum Decision {
     Default(Arc<Upstream>, SeriesKey),
     /// fulcrum answers this itself, before any route.
     Refuse(StatusCode),
+    /// A redirect or respond route matched a request that fails the checks forwarding would
+    /// have made: fulcrum refuses it, as that route's answer.
+    Malformed(Arc<Route>, StatusCode),
 }
 
 impl Decision {
@@ -52,6 +55,7 @@ impl Decision {
                 _ => (Some(r), None, Some(r.series)),
             },
             Decision::Default(u, key) => (None, Some(u), Some(*key)),
+            Decision::Malformed(r, _) => (Some(r), None, Some(r.series)),
             Decision::Refuse(_) => (None, None, None),
         }
     }
@@ -76,7 +80,9 @@ pub(super) async fn handle(
     // Only the access log needs these; skip the copies when it is off.
     let access = log_access.then(|| (req.method().clone(), req.uri().path().to_owned()));
     let (mut resp, backend) = match &decision {
-        Decision::Refuse(status) => (local(*status, in_progress), None),
+        Decision::Refuse(status) | Decision::Malformed(_, status) => {
+            (local(*status, in_progress), None)
+        }
         Decision::Default(upstream, _) => {
             send(req, conn, upstream, &Rewrite::default(), in_progress).await
         }
@@ -185,7 +191,7 @@ fn decide(req: &mut Request<Incoming>, conn: &Conn, snapshot: &Snapshot) -> Deci
             if !matches!(route.action, Action::Upstream { .. })
                 && let Err(status) = message::check_head(req.method(), req.uri(), req.headers())
             {
-                return Decision::Refuse(status);
+                return Decision::Malformed(route, status);
             }
             return Decision::Route(route);
         }
