@@ -213,9 +213,14 @@ where
 }
 
 async fn get(sender: &mut Sender, path: &str) -> Result<()> {
+    get_from(sender, "localhost", path).await
+}
+
+/// One GET for `path` of `host`, its body read.
+async fn get_from(sender: &mut Sender, host: &str, path: &str) -> Result<()> {
     sender.ready().await?;
     let req = hyper::Request::get(path)
-        .header("host", "localhost")
+        .header("host", host)
         .body(Empty::new())?;
     let resp = sender.send_request(req).await?;
     if !resp.status().is_success() {
@@ -246,15 +251,7 @@ async fn routed_hosts(addr: SocketAddr, clients: usize, requests: usize) -> Resu
             let mut sender = handshake(stream).await?;
             for r in 0..requests {
                 let host = format!("h{}.example", 1 + (c * requests + r) % ROUTED_HOSTS);
-                sender.ready().await?;
-                let req = hyper::Request::get("/")
-                    .header("host", host)
-                    .body(Empty::new())?;
-                let resp = sender.send_request(req).await?;
-                if !resp.status().is_success() {
-                    bail!("routed: {}", resp.status());
-                }
-                resp.into_body().collect().await?;
+                get_from(&mut sender, &host, "/").await?;
             }
             anyhow::Ok(())
         });

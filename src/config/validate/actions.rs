@@ -1,7 +1,7 @@
 //! What a route does besides forwarding, checked: its redirect, its fixed answer, and its
 //! request and response header rules.
 
-use http::{HeaderName, HeaderValue, StatusCode};
+use http::{HeaderName, StatusCode};
 use toml::Spanned;
 
 use super::Cx;
@@ -144,15 +144,7 @@ impl Cx<'_> {
                     ),
                 ));
             }
-            let v = HeaderValue::from_str(value.get_ref()).map_err(|_| {
-                self.err(
-                    value.span(),
-                    format!(
-                        "{ctx}{key}.set: {} is not a valid header value",
-                        quote(value.get_ref())
-                    ),
-                )
-            })?;
+            let v = self.header_value(&format!("{ctx}{key}.set: "), value)?;
             rules.set.push((field, v));
         }
         Ok(rules)

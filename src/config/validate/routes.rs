@@ -172,19 +172,28 @@ impl Cx<'_> {
         if let Some(headers) = &r.headers {
             for (name, value) in headers.get_ref() {
                 let field = self.field(ctx, name, value.span())?;
-                let v = HeaderValue::from_str(value.get_ref()).map_err(|_| {
-                    self.err(
-                        value.span(),
-                        format!(
-                            "{ctx}headers.{name}: {} is not a valid header value",
-                            quote(value.get_ref())
-                        ),
-                    )
-                })?;
+                let v = self.header_value(&format!("{ctx}headers.{name}: "), value)?;
                 when.headers.push((field, v));
             }
         }
         Ok(when)
+    }
+
+    /// A header value of a condition or a rule; `ctx` names the key.
+    pub(super) fn header_value(
+        &self,
+        ctx: &str,
+        value: &Spanned<String>,
+    ) -> Result<HeaderValue, ConfigError> {
+        HeaderValue::from_str(value.get_ref()).map_err(|_| {
+            self.err(
+                value.span(),
+                format!(
+                    "{ctx}{} is not a valid header value",
+                    quote(value.get_ref())
+                ),
+            )
+        })
     }
 
     /// A `host` entry: a name, `*.` and a suffix, or an IP address; no port.
