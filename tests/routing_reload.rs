@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use support::{Client, Fulcrum, Toml, free_port, http_backend, wait_for};
+use support::{Client, Fulcrum, Toml, free_port, http_backend, wait_for_async};
 
 /// Routes of the first configuration: `/api` to `a`, `/old` a fixed answer, the rest to `b`.
 fn first(port: u16, a: SocketAddr, b: SocketAddr) -> Toml {
@@ -59,9 +59,11 @@ async fn reloads_that_change_routes_under_load_fail_no_request() {
         std::fs::write(&f.config, if n % 2 == 1 { &two } else { &one }.to_string())
             .expect("rewrite config");
         f.signal(libc::SIGHUP);
-        wait_for(&format!("reload {n}"), || {
+        // Polled without blocking a worker: the clients share the test's two.
+        wait_for_async(&format!("reload {n}"), || async {
             (f.log().matches("configuration reloaded").count() >= n).then_some(())
-        });
+        })
+        .await;
     }
     stop.store(true, Ordering::Relaxed);
     for c in clients {
