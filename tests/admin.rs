@@ -226,7 +226,7 @@ async fn counters_and_health_gauges_follow_traffic_failovers_and_reloads() {
     let count = value(
         &m,
         "fulcrum_request_duration_seconds_count",
-        &[("listener", "web")],
+        &[("listener", "web"), ("upstream", "app")],
     );
     assert_eq!(count, Some(requests), "every answered request is timed");
     let failures = value(

@@ -64,19 +64,13 @@ pub fn refresh(snapshot: &Snapshot) {
     }
 }
 
-/// The upstreams a listener sends to: its default and its routes' (for http, "none" too: the
-/// label of answers no upstream gave).
+/// The upstreams a listener sends to: its default and its routes'.
 fn sends_to(l: &crate::config::Listener) -> HashSet<&str> {
-    let mut out: HashSet<&str> = l
-        .routes
+    l.routes
         .iter()
         .filter_map(|r| r.action.upstream())
         .chain(l.upstream.as_deref())
-        .collect();
-    if l.protocol == crate::config::Protocol::Http {
-        out.insert("none");
-    }
-    out
+        .collect()
 }
 
 /// What a listener's series may name now: the upstreams it sends to, and each of its routes
@@ -105,7 +99,9 @@ pub fn current_only(text: &str, snapshot: &Snapshot) -> String {
             routes.extend(l.routes.iter().map(|r| (r.name.as_str(), "none")));
             routes.insert(("none", "none"));
             routes.extend(l.upstream.as_deref().map(|u| ("none", u)));
-            let upstreams = sends_to(l);
+            let mut upstreams = sends_to(l);
+            // Answers no upstream gave (a redirect, a 404) are labelled "none".
+            upstreams.insert("none");
             (l.name.as_str(), Current { upstreams, routes })
         })
         .collect();
