@@ -73,8 +73,8 @@ fn sends_to(l: &crate::config::Listener) -> HashSet<&str> {
         .collect()
 }
 
-/// What a listener's series may name now: the upstreams it sends to, and each of its routes
-/// with the upstream it sends to ("none" for no route, and for no upstream).
+/// What a listener's series may name now: each of its routes with the upstream it sends to
+/// ("none" for no route, and for no upstream), and those upstreams alone.
 struct Current<'a> {
     upstreams: HashSet<&'a str>,
     routes: HashSet<(&'a str, &'a str)>,
@@ -94,14 +94,10 @@ pub fn current_only(text: &str, snapshot: &Snapshot) -> String {
                 .iter()
                 .map(|r| (r.name.as_str(), r.action.upstream().unwrap_or("none")))
                 .collect();
-            // Routes that forward also answer with fulcrum's own errors, and a request
-            // refused before any route has neither.
-            routes.extend(l.routes.iter().map(|r| (r.name.as_str(), "none")));
+            // No route matched: the default upstream answered, or fulcrum itself.
             routes.insert(("none", "none"));
             routes.extend(l.upstream.as_deref().map(|u| ("none", u)));
-            let mut upstreams = sends_to(l);
-            // Answers no upstream gave (a redirect, a 404) are labelled "none".
-            upstreams.insert("none");
+            let upstreams = routes.iter().map(|(_, u)| *u).collect();
             (l.name.as_str(), Current { upstreams, routes })
         })
         .collect();

@@ -31,6 +31,16 @@ impl Cover {
         cover
     }
 
+    /// The certificate's exact DNS names, lowercase, without a trailing dot.
+    pub fn exact(&self) -> impl Iterator<Item = &str> {
+        self.exact.iter().map(String::as_str)
+    }
+
+    /// The parents of its `*.` names: `example.com` for `*.example.com`.
+    pub fn wildcard_parents(&self) -> impl Iterator<Item = &str> {
+        self.wildcard.iter().map(String::as_str)
+    }
+
     /// Whether `host` (as `routing::host_key` makes it) is one of the certificate's names.
     pub fn covers(&self, host: &str) -> bool {
         if self.exact.iter().any(|e| e == host) {

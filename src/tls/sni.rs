@@ -24,25 +24,25 @@ pub struct SniResolver {
 
 impl SniResolver {
     pub fn new(certificates: &[config::Certificate]) -> SniResolver {
+        let certs: Vec<(Arc<CertifiedKey>, Arc<Cover>)> = certificates
+            .iter()
+            .map(|c| (Arc::clone(&c.key), Arc::new(Cover::new(c))))
+            .collect();
+        // The names as `Cover` spells them (lowercase, no trailing dot, wildcards by parent).
         let mut exact = HashMap::new();
         let mut wildcard = HashMap::new();
-        for (i, c) in certificates.iter().enumerate() {
-            for name in &c.dns_names {
-                let name = name.trim_end_matches('.').to_ascii_lowercase();
-                let (map, key) = match name.strip_prefix("*.") {
-                    Some(parent) => (&mut wildcard, parent.to_owned()),
-                    None => (&mut exact, name),
-                };
-                map.entry(key).or_insert(i);
+        for (i, (_, cover)) in certs.iter().enumerate() {
+            for name in cover.exact() {
+                exact.entry(name.to_owned()).or_insert(i);
+            }
+            for parent in cover.wildcard_parents() {
+                wildcard.entry(parent.to_owned()).or_insert(i);
             }
         }
         SniResolver {
             exact,
             wildcard,
-            certs: certificates
-                .iter()
-                .map(|c| (Arc::clone(&c.key), Arc::new(Cover::new(c))))
-                .collect(),
+            certs,
         }
     }
 

@@ -1,7 +1,8 @@
 //! Layer 7: hyper serves the client connection (`serve`), each request is routed and answered
-//! (`request`, with a route's redirects, fixed answers and header rules in `route`), sent to a backend with failover on a pooled keep-alive connection
-//! (`forward`), after the header rules (`outgoing`, `headers`) and target rules (`message`);
-//! the response streams back (`body`), or becomes a tunnel after a `101` (`tunnel`).
+//! (`request`, with a route's redirects, fixed answers and header rules in `route`), sent to a
+//! backend with failover on a pooled keep-alive connection (`forward`), after the header rules
+//! (`outgoing`, `headers`) and target rules (`message`); the response streams back (`body`),
+//! or becomes a tunnel after a `101` (`tunnel`).
 
 mod body;
 mod forward;
