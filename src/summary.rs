@@ -35,9 +35,13 @@ pub fn render(config: &Config) -> String {
             .iter()
             .map(|b| format!("{} (weight {})", b.addr, b.weight))
             .collect();
+        let protocol = match u.protocol {
+            crate::config::UpstreamProtocol::Http1 => String::new(),
+            p => format!(" over {} (max_streams {})", p.as_str(), u.max_streams),
+        };
         let _ = writeln!(
             s,
-            "upstream {:?} {}, health {}: {}",
+            "upstream {:?} {}{protocol}, health {}: {}",
             u.name,
             u.balance.as_str(),
             u.health.check.as_str(),

@@ -22,7 +22,9 @@ mod backend;
 mod failure;
 mod health;
 mod link;
+pub mod multiplex;
 pub mod pool;
+pub mod replay;
 mod tracker;
 
 pub use backend::Backend;
@@ -116,7 +118,7 @@ impl Upstream {
             .map(|(i, b)| (b.id, i))
             .collect();
         let tls = match &conf.tls {
-            Some(t) => Some(crate::tls::ClientTls::build(&conf.name, t)?),
+            Some(t) => Some(crate::tls::ClientTls::build(&conf.name, t, conf.protocol)?),
             None => None,
         };
         let upstream = Upstream {

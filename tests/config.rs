@@ -221,7 +221,7 @@ fn unknown_nested_key_is_refused() {
     assert_eq!(
         error(&text),
         "t.toml:10:1: unknown key \"intervall\" in [upstream.NAME.health] (expected one of \
-         check, path, interval, timeout, unhealthy_threshold, healthy_threshold)"
+         check, path, service, interval, timeout, unhealthy_threshold, healthy_threshold)"
     );
 }
 
@@ -681,5 +681,51 @@ fn long_and_control_characters_are_cut_and_escaped_in_messages() {
     assert!(
         error(&text).len() < 400,
         "a deep nesting error must stay short"
+    );
+}
+
+#[test]
+fn upstream_protocol_and_its_tls_and_checks_must_agree() {
+    let ok = parse(&format!("{MINIMAL}protocol = \"h2c\"\nmax_streams = 50\n")).expect("h2c");
+    let app = &ok.upstreams[0];
+    assert_eq!(
+        (app.protocol, app.max_streams),
+        (fulcrum::config::UpstreamProtocol::H2c, 50)
+    );
+    assert_eq!(
+        error(&format!("{MINIMAL}protocol = \"h3\"\n")),
+        "t.toml:9:12: upstream \"app\": protocol \"h3\" is not valid (expected one of \"http1\", \
+         \"h2c\", \"h2\", \"auto\")"
+    );
+    assert_eq!(
+        error(&format!("{MINIMAL}protocol = \"h2\"\n")),
+        "t.toml:9:12: upstream \"app\": protocol \"h2\" needs TLS to the backends: add \
+         [upstream.app.tls] (or use protocol = \"h2c\" for HTTP/2 without TLS)"
+    );
+    assert_eq!(
+        error(&format!(
+            "{MINIMAL}protocol = \"h2c\"\n[upstream.app.tls]\n"
+        )),
+        "t.toml:9:12: upstream \"app\": protocol \"h2c\" is HTTP/2 without TLS, but \
+         [upstream.app.tls] is present (use protocol = \"h2\" for HTTP/2 over TLS, or remove \
+         the tls table)"
+    );
+    assert_eq!(
+        error(&format!(
+            "{MINIMAL}[upstream.app.health]\ncheck = \"grpc\"\n"
+        )),
+        "t.toml:10:9: upstream \"app\": health.check \"grpc\" speaks HTTP/2, but the upstream's \
+         protocol is \"http1\" (set protocol = \"h2c\", \"h2\" or \"auto\")"
+    );
+    assert_eq!(
+        error(&format!("{MINIMAL}protocol = \"h2c\"\nmax_streams = 0\n")),
+        "t.toml:10:15: upstream \"app\": max_streams 0 is out of range 1..=10000"
+    );
+    let tcp = MINIMAL.replace("protocol = \"http\"", "protocol = \"tcp\"");
+    assert_eq!(
+        error(&format!("{tcp}protocol = \"h2c\"\n")),
+        "t.toml:5:12: listener \"web\": upstream \"app\" speaks h2c to its backends, which a tcp \
+         listener cannot (it copies bytes; use an http listener, or an upstream without \
+         `protocol`)"
     );
 }

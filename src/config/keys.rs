@@ -74,6 +74,8 @@ pub(crate) const TABLES: &[(&str, &[&str])] = &[
             "retries",
             "send_proxy_protocol",
             "slow_start",
+            "protocol",
+            "max_streams",
             "tls",
             "health",
         ],
@@ -85,6 +87,7 @@ pub(crate) const TABLES: &[(&str, &[&str])] = &[
         &[
             "check",
             "path",
+            "service",
             "interval",
             "timeout",
             "unhealthy_threshold",

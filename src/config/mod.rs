@@ -181,8 +181,39 @@ pub struct Upstream {
     pub retries: u32,
     pub send_proxy_protocol: ProxyProtocol,
     pub slow_start: Duration,
+    /// What fulcrum speaks to the backends (http listeners).
+    pub protocol: UpstreamProtocol,
+    /// HTTP/2: streams one backend connection carries at once before another is opened.
+    pub max_streams: u32,
     pub tls: Option<UpstreamTls>,
     pub health: Health,
+}
+
+/// `protocol` of an upstream: HTTP/1.1, or HTTP/2 with prior knowledge (cleartext), over TLS,
+/// or whichever the backend's ALPN picks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    Http1,
+    H2c,
+    H2,
+    Auto,
+}
+
+impl UpstreamProtocol {
+    /// As the file spells it: for logs, `check` and `/status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamProtocol::Http1 => "http1",
+            UpstreamProtocol::H2c => "h2c",
+            UpstreamProtocol::H2 => "h2",
+            UpstreamProtocol::Auto => "auto",
+        }
+    }
+
+    /// Every connection is HTTP/2, so nothing but HTTP/2 (no Upgrade) can be sent.
+    pub fn h2_only(self) -> bool {
+        matches!(self, UpstreamProtocol::H2c | UpstreamProtocol::H2)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,6 +267,8 @@ pub struct Health {
     pub check: Check,
     /// Path of the http check, starts with `/`.
     pub path: String,
+    /// The service a grpc check asks about ("" = the whole server).
+    pub service: String,
     pub interval: Duration,
     pub timeout: Duration,
     /// 1..=100.
@@ -248,6 +281,8 @@ pub struct Health {
 pub enum Check {
     Tcp,
     Http,
+    /// `grpc.health.v1.Health/Check` over the upstream's HTTP/2.
+    Grpc,
     None,
 }
 
@@ -257,6 +292,7 @@ impl Check {
         match self {
             Check::Tcp => "tcp",
             Check::Http => "http",
+            Check::Grpc => "grpc",
             Check::None => "none",
         }
     }

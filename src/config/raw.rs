@@ -38,6 +38,8 @@ pub const DEFAULT_RESPONSE_TIMEOUT: &str = "30s";
 pub const DEFAULT_RETRIES: i64 = 2;
 pub const DEFAULT_SEND_PROXY_PROTOCOL: &str = "off";
 pub const DEFAULT_SLOW_START: &str = "0s";
+pub const DEFAULT_UPSTREAM_PROTOCOL: &str = "http1";
+pub const DEFAULT_MAX_STREAMS: i64 = 100;
 pub const DEFAULT_CHECK: &str = "tcp";
 pub const DEFAULT_HEALTH_PATH: &str = "/healthz";
 pub const DEFAULT_HEALTH_INTERVAL: &str = "2s";
@@ -191,6 +193,8 @@ pub struct RawUpstream {
     pub retries: Option<Spanned<i64>>,
     pub send_proxy_protocol: Option<Spanned<String>>,
     pub slow_start: Option<Spanned<DurationText>>,
+    pub protocol: Option<Spanned<String>>,
+    pub max_streams: Option<Spanned<i64>>,
     pub tls: Option<RawUpstreamTls>,
     #[serde(default)]
     pub health: RawHealth,
@@ -218,6 +222,7 @@ pub struct RawUpstreamTls {
 pub struct RawHealth {
     pub check: Option<Spanned<String>>,
     pub path: Option<Spanned<String>>,
+    pub service: Option<Spanned<String>>,
     pub interval: Option<Spanned<DurationText>>,
     pub timeout: Option<Spanned<DurationText>>,
     pub unhealthy_threshold: Option<Spanned<i64>>,

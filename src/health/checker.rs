@@ -176,6 +176,7 @@ async fn run(live: Arc<Live>, key: Key, probe: Probe) {
             label: Arc::clone(&backend.addr),
             host: Arc::clone(&backend.written),
             send: upstream.conf.send_proxy_protocol,
+            protocol: upstream.conf.protocol,
             tls,
         };
         let now = Instant::now();

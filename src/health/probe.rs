@@ -1,18 +1,19 @@
-//! Active probes: a tcp connect, or an HTTP/1.1 `GET` whose status line decides, each after
-//! the PROXY header when the upstream sends one. Written by
-//! hand rather than with a client: a check needs one request and the first line of the
-//! answer, nothing more.
+//! Active probes: a tcp connect, an HTTP/1.1 `GET` whose status line decides, or over HTTP/2
+//! (`over_h2`) a `GET` or a gRPC health check, each after the PROXY header when the upstream
+//! sends one. The HTTP/1.1 check is written by hand rather than with a client: it needs one
+//! request and the first line of the answer, nothing more.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_rustls::TlsConnector;
 
-use crate::config::{Check, Health, ProxyProtocol};
+use crate::config::{Check, Health, ProxyProtocol, UpstreamProtocol};
 
 /// Enough for any sane status line; a backend that sends more before a line break fails.
 const MAX_STATUS_LINE: usize = 1024;
@@ -26,6 +27,8 @@ pub struct Target {
     pub host: Arc<str>,
     /// The upstream's `send_proxy_protocol`.
     pub send: ProxyProtocol,
+    /// The upstream's `protocol`: http and grpc checks speak what live traffic speaks.
+    pub protocol: UpstreamProtocol,
     /// With `[upstream.NAME.tls]`: http checks speak TLS, verified as live traffic is. An
     /// error (the backend's host is no TLS name) fails every check, as it fails live traffic:
     /// a plaintext check would say nothing of the TLS the backend is reached with.
@@ -37,6 +40,7 @@ pub struct Target {
 pub async fn probe(target: Target, health: &Health) -> Result<(), String> {
     let kind = match health.check {
         Check::Http => "http check",
+        Check::Grpc => "grpc check",
         Check::Tcp | Check::None => "tcp check",
     };
     match timeout(health.timeout, attempt(target, health)).await {
@@ -46,8 +50,8 @@ pub async fn probe(target: Target, health: &Health) -> Result<(), String> {
     }
 }
 
-async fn attempt(target: Target, health: &Health) -> Result<(), String> {
-    let tls = target.tls.transpose()?;
+async fn attempt(mut target: Target, health: &Health) -> Result<(), String> {
+    let tls = target.tls.take().transpose()?;
     let mut stream = TcpStream::connect(target.dial)
         .await
         .map_err(|e| format!("connect: {e}"))?;
@@ -59,18 +63,39 @@ async fn attempt(target: Target, health: &Health) -> Result<(), String> {
             .await
             .map_err(|e| format!("send PROXY header: {e}"))?;
     }
-    match (health.check, tls) {
-        (Check::Http, None) => http(stream, &target.host, &health.path).await,
-        (Check::Http, Some((connector, name))) => {
-            let tls = connector
-                .connect(name, stream)
-                .await
-                .map_err(|e| format!("tls: {e}"))?;
-            http(tls, &target.host, &health.path).await
-        }
+    if matches!(health.check, Check::Tcp | Check::None) {
         // A tcp check only connects: whether the backend's certificate verifies shows on the
         // first live connection, which fails over and counts against it.
-        (Check::Tcp | Check::None, _) => Ok(()),
+        return Ok(());
+    }
+    let need_h2 = target.protocol.h2_only() || health.check == Check::Grpc;
+    let Some((connector, name)) = tls else {
+        return match target.protocol {
+            UpstreamProtocol::H2c => over_h2(TokioIo::new(stream), &target, health, false).await,
+            _ => http(stream, &target.host, &health.path).await,
+        };
+    };
+    let tls = connector
+        .connect(name, stream)
+        .await
+        .map_err(|e| format!("tls: {e}"))?;
+    if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+        over_h2(TokioIo::new(tls), &target, health, true).await
+    } else if need_h2 {
+        Err("the backend did not choose h2 by ALPN".into())
+    } else {
+        http(tls, &target.host, &health.path).await
+    }
+}
+
+/// An http or grpc check over HTTP/2.
+async fn over_h2<I>(io: I, target: &Target, health: &Health, tls: bool) -> Result<(), String>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    match health.check {
+        Check::Grpc => super::over_h2::grpc(io, &target.host, tls, &health.service).await,
+        _ => super::over_h2::http(io, &target.host, tls, &health.path).await,
     }
 }
 
@@ -157,11 +182,13 @@ mod tests {
                 label: Arc::from("b"),
                 host: Arc::from("b"),
                 send: ProxyProtocol::Off,
+                protocol: UpstreamProtocol::Http1,
                 tls: Some(Err("no TLS name for the backend: invalid".to_owned())),
             };
             let health = Health {
                 check,
                 path: "/".to_owned(),
+                service: String::new(),
                 interval: std::time::Duration::from_secs(1),
                 timeout: std::time::Duration::from_secs(5),
                 unhealthy_threshold: 1,

@@ -28,6 +28,10 @@ pub enum Outcome<T, A> {
     Done(T),
     /// The backend failed; `again`: the work can still be sent to another backend.
     Failed(Failure, bool),
+    /// The backend refused the work before doing any of it (an HTTP/2 stream refused, or
+    /// above a `GOAWAY`'s last id): no failure, and it goes again, to any backend, this one
+    /// included on another connection, at most `MAX_REFUSED` times.
+    Refused,
     /// Ours: no file descriptors, ephemeral ports or memory. Nobody's failure, and no other
     /// backend would fare better.
     Local,
@@ -58,6 +62,11 @@ pub enum End<A> {
     Aborted(A, Arc<Backend>),
 }
 
+/// Refused attempts one piece of work may meet: a backend that restarts gracefully refuses
+/// what it has not started once, a second and third refusal are rare, and more means
+/// something is wrong that trying again will not fix.
+const MAX_REFUSED: usize = 3;
+
 /// Runs `attempt` on backends of `upstream` until one answers, failing over up to `retries`
 /// times; each move to another backend counts as a failover. The answer comes with its lease.
 pub async fn run<A: Attempt>(
@@ -66,6 +75,7 @@ pub async fn run<A: Attempt>(
 ) -> Result<(A::Output, Lease), End<A::Abort>> {
     let mut tried = Tried::default();
     let mut failed: Option<(Arc<Backend>, bool)> = None;
+    let mut refused = 0;
     let attempts = (upstream.conf.retries as usize).saturating_add(1);
     while tried.len() < attempts {
         let Some(lease) = upstream.pick(tried.as_slice()) else {
@@ -82,6 +92,16 @@ pub async fn run<A: Attempt>(
                 upstream.fail(&lease, failure);
                 failed = Some((Arc::clone(&lease.backend), failure == Failure::Timeout));
                 if !again {
+                    break;
+                }
+            }
+            Outcome::Refused => {
+                // Not a try: the backend stays eligible (another of its connections may
+                // take it), and `retries` is not spent.
+                tried.pop();
+                failed = Some((Arc::clone(&lease.backend), false));
+                refused += 1;
+                if refused > MAX_REFUSED {
                     break;
                 }
             }

@@ -70,6 +70,8 @@ pub fn describe_changes(old: &Config, new: &Config) -> Vec<String> {
             || o.retries != u.retries
             || o.send_proxy_protocol != u.send_proxy_protocol
             || o.slow_start != u.slow_start
+            || o.protocol != u.protocol
+            || o.max_streams != u.max_streams
             || o.health != u.health
             || o.resolve_interval != u.resolve_interval
             || o.tls.is_some() != u.tls.is_some()

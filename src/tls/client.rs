@@ -10,7 +10,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use super::{TlsError, provider};
-use crate::config::UpstreamTls;
+use crate::config::{UpstreamProtocol, UpstreamTls};
 
 /// The client side for one upstream's backends: its trust roots and the name to verify.
 #[derive(Clone)]
@@ -30,17 +30,28 @@ impl std::fmt::Debug for ClientTls {
 
 impl ClientTls {
     /// Builds the client configuration of upstream `name` once; its certificate and name
-    /// checks are rustls's defaults (webpki), never switched off.
-    pub fn build(name: &str, tls: &UpstreamTls) -> Result<ClientTls, TlsError> {
+    /// checks are rustls's defaults (webpki), never switched off. ALPN offers what the
+    /// upstream's `protocol` may speak: `h2`, `h2` then `http/1.1` (`auto`), or nothing
+    /// (HTTP/1.1, as nginx and HAProxy send by default).
+    pub fn build(
+        name: &str,
+        tls: &UpstreamTls,
+        protocol: UpstreamProtocol,
+    ) -> Result<ClientTls, TlsError> {
         let err = |reason: String| TlsError::Upstream {
             upstream: name.to_owned(),
             reason,
         };
-        let client = ClientConfig::builder_with_provider(provider())
+        let mut client = ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| err(e.to_string()))?
             .with_root_certificates(Arc::clone(&tls.roots))
             .with_no_client_auth();
+        client.alpn_protocols = match protocol {
+            UpstreamProtocol::H2 | UpstreamProtocol::H2c => vec![b"h2".to_vec()],
+            UpstreamProtocol::Auto => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+            UpstreamProtocol::Http1 => Vec::new(),
+        };
         let server_name = match &tls.server_name {
             Some(n) => Some(ServerName::try_from(n.clone()).map_err(|e| err(e.to_string()))?),
             None => None,

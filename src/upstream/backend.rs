@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tokio::sync::Notify;
 
 use super::Upstream;
+use super::multiplex::Multiplex;
 use super::pool::Pool;
 use super::tracker::Tracker;
 use crate::balance::{Balancer, FULL, MemberId, State, Trial};
@@ -35,8 +36,10 @@ pub struct Backend {
     pub(super) passed_check: AtomicBool,
     /// Consecutive outcomes, turned into up/down decisions by the health thresholds.
     pub tracker: Tracker,
-    /// Idle keep-alive HTTP connections to this backend.
+    /// Idle keep-alive HTTP/1.1 connections to this backend.
     pub pool: Pool,
+    /// Shared HTTP/2 connections to this backend.
+    pub multiplex: Multiplex,
     /// Woken on every up/down change and failed trial, so the backend's checker can start a
     /// slow start or arm the next trial without polling.
     pub changed: Notify,
@@ -80,6 +83,7 @@ impl Backend {
             passed_check: AtomicBool::new(false),
             tracker: Tracker::new(),
             pool: Pool::default(),
+            multiplex: Multiplex::default(),
             changed: Notify::new(),
             balancer: Arc::clone(balancer),
             id: MemberId::fresh(),

@@ -1,6 +1,7 @@
-//! How fulcrum talks to an upstream's backends (TLS identity and trust, the PROXY protocol),
-//! as a number: pooled connections carry the number they were opened under, so a reload that
-//! changes how fulcrum talks to a backend never reuses a connection opened the old way.
+//! How fulcrum talks to an upstream's backends (TLS identity and trust, the PROXY protocol,
+//! the HTTP version), as a number: pooled connections carry the number they were opened
+//! under, so a reload that changes how fulcrum talks to a backend never reuses a connection
+//! opened the old way.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -27,5 +28,5 @@ fn same(a: &config::Upstream, b: &config::Upstream) -> bool {
         }
         _ => false,
     };
-    tls && a.send_proxy_protocol == b.send_proxy_protocol
+    tls && a.send_proxy_protocol == b.send_proxy_protocol && a.protocol == b.protocol
 }

@@ -15,8 +15,9 @@ use tokio::time::Instant;
 use crate::config::ProxyProtocol;
 use crate::proxy_protocol::Addresses;
 
-/// The body fulcrum sends to backends: the client's, or none (a retried bodiless request).
-pub type ReqBody = Either<Incoming, Empty<Bytes>>;
+/// The body fulcrum sends to backends: the client's; none (a retried bodiless request); or
+/// the client's, kept so that a stream an HTTP/2 backend refused can be sent again.
+pub type ReqBody = Either<Incoming, Either<Empty<Bytes>, super::replay::Replay>>;
 
 /// Idle connections kept per backend. Enough for a busy proxy's steady state; beyond it a
 /// returned connection is closed rather than kept.
@@ -187,7 +188,7 @@ mod tests {
         hyper::Request::builder()
             .uri("/")
             .header("host", "b")
-            .body(Either::Right(Empty::new()))
+            .body(Either::Right(Either::Left(Empty::new())))
             .expect("request")
     }
 

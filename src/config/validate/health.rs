@@ -20,6 +20,7 @@ impl Cx<'_> {
             &[
                 ("tcp", Check::Tcp),
                 ("http", Check::Http),
+                ("grpc", Check::Grpc),
                 ("none", Check::None),
             ],
         )?;
@@ -37,9 +38,11 @@ impl Cx<'_> {
                 ),
             ));
         }
+        let service = h.service.map_or_else(String::new, Spanned::into_inner);
         Ok(Health {
             check,
             path,
+            service,
             interval: self.duration(
                 ctx,
                 "health.interval",

@@ -6,7 +6,9 @@ use super::routes::undefined;
 use crate::config::addr::binds_conflict;
 use crate::config::error::quote;
 use crate::config::raw;
-use crate::config::{Admin, ConfigError, Listener, ListenerTimeouts, Protocol, Upstream};
+use crate::config::{
+    Admin, ConfigError, Listener, ListenerTimeouts, Protocol, Upstream, UpstreamProtocol,
+};
 use std::ops::RangeInclusive;
 
 const MAX_CONNECTIONS: RangeInclusive<i64> = 1..=10_000_000;
@@ -96,6 +98,23 @@ impl Cx<'_> {
         let upstream = match &l.upstream {
             Some(u) if !upstreams.iter().any(|x| &x.name == u.get_ref()) => {
                 return Err(self.err(u.span(), undefined(&ctx, u.get_ref(), upstreams)));
+            }
+            Some(u)
+                if protocol == Protocol::Tcp
+                    && let Some(h2) = upstreams.iter().find(|x| {
+                        &x.name == u.get_ref() && x.protocol != UpstreamProtocol::Http1
+                    }) =>
+            {
+                return Err(self.err(
+                    u.span(),
+                    format!(
+                        "{ctx}upstream {} speaks {} to its backends, which a tcp listener \
+                         cannot (it copies bytes; use an http listener, or an upstream \
+                         without `protocol`)",
+                        quote(u.get_ref()),
+                        h2.protocol.as_str()
+                    ),
+                ));
             }
             Some(u) => Some(u.get_ref().clone()),
             None if protocol == Protocol::Tcp => {

@@ -5,13 +5,18 @@ use super::Cx;
 use crate::config::addr::parse_backend_addr;
 use crate::config::error::quote;
 use crate::config::raw;
-use crate::config::{BackendConf, Balance, ConfigError, ProxyProtocol, Upstream};
+use crate::config::{
+    BackendConf, Balance, Check, ConfigError, ProxyProtocol, Upstream, UpstreamProtocol,
+};
 use std::ops::RangeInclusive;
 use toml::Spanned;
 
 const WEIGHT: RangeInclusive<i64> = 1..=1000;
 /// More retries than this only add latency: each one is a different backend.
 const RETRIES: RangeInclusive<i64> = 0..=100;
+/// HTTP/2 servers commonly allow 100 to 250 concurrent streams; beyond a few thousand one
+/// connection's flow-control window is the limit, not the stream count.
+const MAX_STREAMS: RangeInclusive<i64> = 1..=10_000;
 
 impl Cx<'_> {
     pub(super) fn upstream(
@@ -33,6 +38,7 @@ impl Cx<'_> {
                     .to_owned(),
             ));
         }
+        let name_span = name.span();
         let name = name.into_inner();
         let ctx = format!("upstream {}: ", quote(&name));
         let balance = self.choice(
@@ -86,10 +92,65 @@ impl Cx<'_> {
                 ("v2", ProxyProtocol::V2),
             ],
         )?;
+        let protocol_span = u.protocol.as_ref().map(Spanned::span);
+        let protocol = self.choice(
+            &ctx,
+            "protocol",
+            u.protocol,
+            raw::DEFAULT_UPSTREAM_PROTOCOL,
+            &[
+                ("http1", UpstreamProtocol::Http1),
+                ("h2c", UpstreamProtocol::H2c),
+                ("h2", UpstreamProtocol::H2),
+                ("auto", UpstreamProtocol::Auto),
+            ],
+        )?;
+        let max_streams = self.int(
+            &ctx,
+            "max_streams",
+            u.max_streams,
+            raw::DEFAULT_MAX_STREAMS,
+            MAX_STREAMS,
+        )? as u32;
         let tls = match u.tls {
             Some(t) => Some(self.upstream_tls(&ctx, t)?),
             None => None,
         };
+        let protocol_at = protocol_span.unwrap_or_else(|| name_span.clone());
+        match (protocol, &tls) {
+            (UpstreamProtocol::H2c, Some(_)) => {
+                return Err(self.err(
+                    protocol_at,
+                    format!(
+                        "{ctx}protocol \"h2c\" is HTTP/2 without TLS, but [upstream.{name}.tls] \
+                         is present (use protocol = \"h2\" for HTTP/2 over TLS, or remove the \
+                         tls table)"
+                    ),
+                ));
+            }
+            (UpstreamProtocol::H2 | UpstreamProtocol::Auto, None) => {
+                return Err(self.err(
+                    protocol_at,
+                    format!(
+                        "{ctx}protocol {} needs TLS to the backends: add [upstream.{name}.tls] \
+                         (or use protocol = \"h2c\" for HTTP/2 without TLS)",
+                        quote(protocol.as_str())
+                    ),
+                ));
+            }
+            _ => {}
+        }
+        let health_check_span = u.health.check.as_ref().map(Spanned::span);
+        let health = self.health(&ctx, u.health)?;
+        if health.check == Check::Grpc && protocol == UpstreamProtocol::Http1 {
+            return Err(self.err(
+                health_check_span.unwrap_or(name_span),
+                format!(
+                    "{ctx}health.check \"grpc\" speaks HTTP/2, but the upstream's protocol is \
+                     \"http1\" (set protocol = \"h2c\", \"h2\" or \"auto\")"
+                ),
+            ));
+        }
         Ok(Upstream {
             balance,
             backends,
@@ -123,8 +184,10 @@ impl Cx<'_> {
                 raw::DEFAULT_SLOW_START,
                 false,
             )?,
+            protocol,
+            max_streams,
             tls,
-            health: self.health(&ctx, u.health)?,
+            health,
             name,
         })
     }

@@ -12,9 +12,9 @@ use http::{Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
-use super::forward::Forwarded;
+use super::forward::{Forwarded, Held};
 use crate::proxy::activity::InProgress;
-use crate::upstream::pool::{self, Sender};
+use crate::upstream::pool;
 use crate::upstream::{Failure, Lease, Upstream};
 
 /// The backend's response as the client gets it: hop-by-hop headers removed (but kept on a
@@ -28,20 +28,24 @@ pub(super) fn respond(
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         super::headers::strip_hop_by_hop(resp.headers_mut());
     }
+    // An HTTP/2 backend's answer goes to an HTTP/1.1 client as HTTP/1.1.
+    if resp.version() == http::Version::HTTP_2 {
+        *resp.version_mut() = http::Version::HTTP_11;
+    }
+    let done = Done {
+        held: f.pooled,
+        lease: f.lease,
+        upstream: Arc::clone(upstream),
+        grpc: f.grpc,
+        _progress: progress,
+    };
     // HEAD, 204, 304 and empty bodies are never polled (hyper sees their end up front): their
     // connection goes back to the pool now, or it would be closed with the body.
     let done = if resp.body().is_end_stream() {
-        if let (Some((key, sender)), Some(lease)) = (f.pooled, &f.lease) {
-            lease.backend.pool.checkin(key, sender);
-        }
+        done.complete(None);
         None
     } else {
-        Some(Done {
-            sender: f.pooled,
-            lease: f.lease,
-            upstream: Arc::clone(upstream),
-            _progress: progress,
-        })
+        Some(done)
     };
     resp.map(|body| RespBody::Backend { body, done })
 }
@@ -82,20 +86,33 @@ pub(super) fn fixed(status: StatusCode, body: Bytes, progress: InProgress) -> Re
     resp
 }
 
-/// What ends with a backend response's body: the connection goes back to the pool, the
-/// in-flight unit is released, the client connection may idle again.
+/// What ends with a backend response's body: the connection goes back to the pool (or its
+/// HTTP/2 stream's place is given back), the in-flight unit is released, the client
+/// connection may idle again.
 pub struct Done {
     /// The connection and the pool key it goes back under.
-    sender: Option<(pool::Key, Sender)>,
+    held: Option<(pool::Key, Held)>,
     lease: Option<Lease>,
     /// Where a body that breaks off is recorded as its backend's failure.
     upstream: Arc<Upstream>,
+    /// A gRPC answer: its outcome is in its trailers, and recorded when they pass.
+    grpc: bool,
     _progress: InProgress,
 }
 
 impl Done {
-    fn complete(self) {
-        if let (Some((key, sender)), Some(lease)) = (self.sender, &self.lease) {
+    /// The body ended, with these trailers if any.
+    fn complete(self, trailers: Option<&http::HeaderMap>) {
+        if let Some(lease) = &self.lease
+            && self.grpc
+        {
+            if trailers.is_some_and(super::grpc::unavailable) {
+                self.upstream.fail(lease, Failure::Status);
+            } else {
+                self.upstream.record_success(lease.index);
+            }
+        }
+        if let (Some((key, Held::H1(sender))), Some(lease)) = (self.held, &self.lease) {
             lease.backend.pool.checkin(key, sender);
         }
     }
@@ -157,12 +174,12 @@ impl Body for RespBody {
                 match &r {
                     Poll::Ready(None) => {
                         if let Some(d) = done.take() {
-                            d.complete();
+                            d.complete(None);
                         }
                     }
-                    Poll::Ready(Some(Ok(_))) if body.is_end_stream() => {
+                    Poll::Ready(Some(Ok(frame))) if body.is_end_stream() || frame.is_trailers() => {
                         if let Some(d) = done.take() {
-                            d.complete();
+                            d.complete(frame.trailers_ref());
                         }
                     }
                     Poll::Ready(Some(Err(e))) => {

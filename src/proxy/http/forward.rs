@@ -1,6 +1,6 @@
 //! Forwarding one request: the checks that refuse it before any backend sees it, then the
-//! exchange on a backend through the failover loop (`proxy::failover`), on a pooled
-//! keep-alive connection or a fresh one.
+//! exchange on a backend through the failover loop (`proxy::failover`): on a stream of a
+//! shared HTTP/2 connection, a pooled HTTP/1.1 keep-alive connection, or a fresh one.
 
 use std::sync::Arc;
 
@@ -8,17 +8,19 @@ use http::header::HeaderMap;
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::{Either, Empty};
 use hyper::body::{Body, Incoming};
-use tokio::time::timeout;
 
+use super::dial::{Dialed, dial};
 use super::headers::is_upgrade;
 use super::outgoing::{Rewrite, prepare};
 use super::serve::Conn;
-use super::{MAX_HEADERS, message, tunnel::tunnel};
-use crate::config::ProxyProtocol;
+use super::{MAX_HEADERS, grpc, message, tunnel::tunnel};
+use crate::config::{ProxyProtocol, UpstreamProtocol};
 use crate::proxy::backend::ConnectError;
 use crate::proxy::failover::{self, Attempt, End, Outcome};
 use crate::proxy_protocol::Addresses;
+use crate::upstream::multiplex::{Dial, Stream};
 use crate::upstream::pool::{self, ReqBody, Sender};
+use crate::upstream::replay::Tape;
 use crate::upstream::{Backend, Failure, Lease, Upstream};
 
 /// What fulcrum answers itself, and the last backend tried (the `backend` label of a 502).
@@ -31,7 +33,17 @@ pub(super) struct Forwarded {
     /// `None` for a `101`: the tunnel holds the lease.
     pub lease: Option<Lease>,
     /// The connection and the pool key it goes back under (`None` for a `101`).
-    pub pooled: Option<(pool::Key, Sender)>,
+    pub pooled: Option<(pool::Key, Held)>,
+    /// A gRPC answer with a body: whether the call failed shows in its trailers.
+    pub grpc: bool,
+}
+
+/// The backend connection a response is read from, until its body ends.
+pub(super) enum Held {
+    /// Goes back to the pool.
+    H1(Sender),
+    /// Its stream's place on the shared connection is given back when this is dropped.
+    H2(#[expect(dead_code, reason = "held for its Drop alone")] Stream),
 }
 
 /// Sends the request to a backend, failing over where it is safe. The error is the status
@@ -48,20 +60,34 @@ pub(super) async fn forward(
     }
     message::check_target(req.method(), req.uri()).map_err(|status| (status, None))?;
     let upgrade = is_upgrade(req.headers());
+    // HTTP/2 has no Upgrade (RFC 9113 §8.6): a WebSocket needs an HTTP/1.1 backend.
+    if upgrade && upstream.conf.protocol.h2_only() {
+        return Err((StatusCode::NOT_IMPLEMENTED, None));
+    }
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let outgoing = prepare(req, conn, upgrade, rewrite).map_err(|status| (status, None))?;
+    let mut outgoing = prepare(req, conn, upgrade, rewrite).map_err(|status| (status, None))?;
     // A bodiless idempotent request can be sent again if the connection breaks before any
-    // response byte: keep what is needed to rebuild it, when there is anywhere to send it.
-    let replay =
-        (upstream.conf.retries > 0 && upstream.backends.len() > 1 && replayable(&outgoing))
-            .then(|| head_of(&outgoing));
+    // response byte, when there is anywhere to send it.
+    let safe = upstream.conf.retries > 0 && upstream.backends.len() > 1 && replayable(&outgoing);
+    // HTTP/2 backends may refuse a stream unprocessed; it is then sent again, any method, so
+    // its head and the body read so far are kept.
+    let multiplexed = upstream.conf.protocol != UpstreamProtocol::Http1 && !upgrade;
+    let tape = if multiplexed && !outgoing.body().is_end_stream() {
+        keep_body(&mut outgoing)
+    } else {
+        None
+    };
+    let replay = (safe || multiplexed).then(|| head_of(&outgoing));
     let mut exchange = Exchange {
         outgoing: Some(outgoing),
         replay,
+        tape,
+        safe,
+        upgrade,
         key: pool_key(upstream, &conn.client.addrs),
         addrs: &conn.client.addrs,
     };
-    let ((mut resp, sender), lease) = match failover::run(upstream, &mut exchange).await {
+    let ((mut resp, held), lease) = match failover::run(upstream, &mut exchange).await {
         Ok(answered) => answered,
         Err(End::NoHealthy) => return Err((StatusCode::SERVICE_UNAVAILABLE, None)),
         // No response byte in time from the last backend tried: 504, as nginx answers.
@@ -75,9 +101,13 @@ pub(super) async fn forward(
         }
         Err(End::Aborted(status, last)) => return Err((status, Some(last))),
     };
-    if matches!(resp.status().as_u16(), 502..=504) {
+    // A backend that answers 502-504, or gRPC's UNAVAILABLE in its head (a trailers-only
+    // answer), says it cannot serve: a failure for passive health. A gRPC answer with a body
+    // is judged by its trailers, when they pass.
+    let grpc = grpc::is_grpc(resp.headers()) && !resp.body().is_end_stream();
+    if matches!(resp.status().as_u16(), 502..=504) || grpc::unavailable(resp.headers()) {
         upstream.fail(&lease, Failure::Status);
-    } else {
+    } else if !grpc {
         upstream.record_success(lease.index);
     }
     let backend = Arc::clone(&lease.backend);
@@ -94,36 +124,53 @@ pub(super) async fn forward(
             backend,
             lease,
             pooled: None,
+            grpc: false,
         });
     }
     Ok(Forwarded {
         resp,
         backend,
         lease: Some(lease),
-        pooled: Some((exchange.key, sender)),
+        pooled: Some((exchange.key, held)),
+        grpc,
     })
 }
 
 /// One request's attempt on a backend: the exchange up to the response head.
-struct Exchange<'a> {
+pub(super) struct Exchange<'a> {
     /// The request, until it leaves; given back when it never did.
-    outgoing: Option<Request<ReqBody>>,
-    /// What rebuilds a bodiless idempotent request that left but got no answer.
+    pub(super) outgoing: Option<Request<ReqBody>>,
+    /// What rebuilds the request: for a bodiless idempotent request that left but got no
+    /// answer, and (HTTP/2) for a stream the backend refused unprocessed.
     replay: Option<Head>,
-    key: pool::Key,
-    addrs: &'a Addresses,
+    /// The client's body as read so far, for a refused stream sent again (HTTP/2).
+    pub(super) tape: Option<Tape>,
+    /// Bodiless and idempotent, with somewhere else to go: sent again after a reset or a
+    /// response timeout.
+    pub(super) safe: bool,
+    /// An Upgrade request: only an HTTP/1.1 connection can carry it.
+    pub(super) upgrade: bool,
+    pub(super) key: pool::Key,
+    pub(super) addrs: &'a Addresses,
 }
 
-/// What became of one attempt to send on a backend connection.
-enum Sent {
-    Response(Response<Incoming>),
-    /// The request never left (no usable connection): safe to send elsewhere, any method.
-    Unsent(Request<ReqBody>, ConnectError),
-    Failed(hyper::Error),
+impl Exchange<'_> {
+    /// The request for this attempt: the original, or one rebuilt from its head and kept body.
+    fn request(&mut self) -> Option<Request<ReqBody>> {
+        if let Some(req) = self.outgoing.take() {
+            return Some(req);
+        }
+        let head = self.replay.as_ref()?;
+        let body = match &self.tape {
+            Some(tape) => Either::Right(Either::Right(tape.replay()?)),
+            None => Either::Right(Either::Left(Empty::new())),
+        };
+        Some(rebuild(head, body))
+    }
 }
 
 impl Attempt for Exchange<'_> {
-    type Output = (Response<Incoming>, Sender);
+    type Output = (Response<Incoming>, Held);
     /// The client's own request broke: fulcrum answers this status.
     type Abort = StatusCode;
 
@@ -132,107 +179,78 @@ impl Attempt for Exchange<'_> {
         upstream: &Upstream,
         lease: &Lease,
     ) -> Outcome<Self::Output, StatusCode> {
-        let Some(req) = self
-            .outgoing
-            .take()
-            .or_else(|| self.replay.as_ref().map(rebuild))
-        else {
+        let Some(req) = self.request() else {
             // Not reached: a request that cannot be sent again is never given another try.
             // Were it reached, no backend is at fault, so none is blamed.
             return Outcome::Abort(StatusCode::BAD_GATEWAY);
         };
-        let pooled = match lease.backend.pool.checkout(&self.key) {
+        let backend = &lease.backend;
+        let protocol = upstream.conf.protocol;
+        let multiplexed = protocol != UpstreamProtocol::Http1 && !self.upgrade;
+        if multiplexed
+            && let Some(stream) = backend
+                .multiplex
+                .checkout(&self.key, upstream.conf.max_streams)
+        {
+            return self.on_stream(req, stream, upstream).await;
+        }
+        if !protocol.h2_only()
+            && let Some(mut s) = backend.pool.checkout(&self.key)
+            && s.ready().await.is_ok()
+        {
             // Handed out ready; if it closed since, a new connection is dialled.
-            Some(mut s) => s.ready().await.is_ok().then_some(s),
-            None => None,
-        };
-        let reused = pooled.is_some();
-        let mut sender = match pooled {
-            Some(s) => s,
-            None => match connect(lease, upstream, self.addrs).await {
-                Ok(s) => s,
+            return self.on_h1(req, s, true, upstream, lease).await;
+        }
+        if !multiplexed {
+            return match dial(backend, upstream, self.addrs).await {
+                Ok(Dialed::H1(s)) => self.on_h1(req, s, false, upstream, lease).await,
+                // `auto` chose HTTP/2, which cannot carry an Upgrade.
+                Ok(Dialed::H2(_)) => Outcome::Abort(StatusCode::NOT_IMPLEMENTED),
                 Err(e) => {
                     self.outgoing = Some(req);
-                    return e.into();
+                    e.into()
                 }
-            },
+            };
+        }
+        // One opening per backend at a time: requests that arrive meanwhile share it.
+        let opening = match backend.multiplex.dial().await {
+            Dial::Open(opening) => opening,
+            Dial::Failed(why) => {
+                self.outgoing = Some(req);
+                return why.map_or(Outcome::Local, |f| Outcome::Failed(f, true));
+            }
         };
-        let again = self.replay.is_some();
-        let sent = timeout(
-            upstream.conf.response_timeout,
-            send(&mut sender, req, reused, lease, upstream, self.addrs),
-        )
-        .await;
-        match sent {
-            // No response byte in time: like a connection broken before the response, a
-            // bodiless idempotent request goes to another backend (nginx's
-            // `proxy_next_upstream timeout`); a backend that went silent (a paused container,
-            // a cut network) then costs its clients a delay, not an error.
-            Err(_) => Outcome::Failed(Failure::Timeout, again),
-            Ok(Sent::Unsent(req, e)) => {
+        if let Some(stream) = backend
+            .multiplex
+            .checkout(&self.key, upstream.conf.max_streams)
+        {
+            drop(opening);
+            return self.on_stream(req, stream, upstream).await;
+        }
+        match dial(backend, upstream, self.addrs).await {
+            Ok(Dialed::H2(s)) => {
+                let stream = backend.multiplex.add(opening, self.key, s);
+                self.on_stream(req, stream, upstream).await
+            }
+            Ok(Dialed::H1(s)) => {
+                drop(opening);
+                self.on_h1(req, s, false, upstream, lease).await
+            }
+            Err(e) => {
+                opening.failed(match e {
+                    ConnectError::Backend(f) => Some(f),
+                    ConnectError::Local => None,
+                });
                 self.outgoing = Some(req);
                 e.into()
-            }
-            // Dropped with its connection unread: the connection is never reused.
-            Ok(Sent::Response(resp)) if !message::response_framing_is_clear(resp.headers()) => {
-                Outcome::Failed(Failure::Protocol, false)
-            }
-            Ok(Sent::Response(resp)) => Outcome::Done((resp, sender)),
-            Ok(Sent::Failed(e)) if e.is_user() => {
-                // The client's own body broke (a bad chunk size, or the client went away):
-                // the backend is not at fault, and the request cannot be completed.
-                tracing::debug!(error = %e, "client request body failed");
-                Outcome::Abort(StatusCode::BAD_REQUEST)
-            }
-            Ok(Sent::Failed(e)) if e.is_parse() || e.is_parse_status() => {
-                // Response bytes came, but not a response fulcrum can pass on: the backend
-                // answered, so the request is not sent again.
-                tracing::debug!(upstream = %upstream.name, backend = %lease.backend.addr, error = %e, "backend response unreadable");
-                Outcome::Failed(Failure::Protocol, false)
-            }
-            Ok(Sent::Failed(e)) => {
-                tracing::debug!(upstream = %upstream.name, backend = %lease.backend.addr, error = %e, "backend exchange failed");
-                Outcome::Failed(Failure::Reset, again)
             }
         }
     }
 }
 
-/// Sends on `sender`. A reused connection found closed before the request was written is
-/// replaced by a fresh one to the same backend (the backend closed an idle connection: no
-/// failover); a request that never left comes back as `Unsent`, for any method.
-async fn send(
-    sender: &mut Sender,
-    req: Request<ReqBody>,
-    reused: bool,
-    lease: &Lease,
-    upstream: &Upstream,
-    addrs: &Addresses,
-) -> Sent {
-    let req = match sender.try_send_request(req).await {
-        Ok(resp) => return Sent::Response(resp),
-        Err(mut e) => match e.take_message() {
-            Some(req) if reused => req,
-            Some(req) => return Sent::Unsent(req, ConnectError::Backend(Failure::Connect)),
-            None => return Sent::Failed(e.into_error()),
-        },
-    };
-    *sender = match connect(lease, upstream, addrs).await {
-        Ok(s) => s,
-        Err(e) => return Sent::Unsent(req, e),
-    };
-    match sender.try_send_request(req).await {
-        Ok(resp) => Sent::Response(resp),
-        Err(mut e) => match e.take_message() {
-            Some(req) => Sent::Unsent(req, ConnectError::Backend(Failure::Connect)),
-            None => Sent::Failed(e.into_error()),
-        },
-    }
-}
-
 /// Idle connections that may carry this client's requests: with `send_proxy_protocol`, only
 /// those that announced this very client (and listener).
-fn pool_key(upstream: &Upstream, addrs: &Addresses) -> pool::Key {
+pub(super) fn pool_key(upstream: &Upstream, addrs: &Addresses) -> pool::Key {
     let client = match upstream.conf.send_proxy_protocol {
         ProxyProtocol::Off => None,
         version => Some((version, *addrs)),
@@ -241,40 +259,6 @@ fn pool_key(upstream: &Upstream, addrs: &Addresses) -> pool::Key {
         link: upstream.link,
         client,
     }
-}
-
-/// A fresh connection to the lease's backend (TLS when the upstream says so), within
-/// `connect_timeout`.
-async fn connect(
-    lease: &Lease,
-    upstream: &Upstream,
-    addrs: &Addresses,
-) -> Result<Sender, ConnectError> {
-    let handshake = match crate::proxy::backend::connect(&lease.backend, upstream, addrs).await? {
-        // Each kind gets its own hyper connection type: plain TCP pays nothing for TLS.
-        tokio_util::either::Either::Left(tcp) => handshake(tcp).await,
-        tokio_util::either::Either::Right(tls) => handshake(tls).await,
-    };
-    handshake.map_err(|_| ConnectError::Backend(Failure::Connect))
-}
-
-/// Performs the HTTP/1.1 handshake on a fresh backend connection (plain TCP or TLS) and
-/// drives it in a task.
-async fn handshake<I>(stream: I) -> Result<Sender, hyper::Error>
-where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (sender, conn) = hyper::client::conn::http1::Builder::new()
-        .max_buf_size(super::MAX_HEAD + 16 * 1024)
-        .handshake(hyper_util::rt::TokioIo::new(
-            crate::proxy::gather::Gathered(stream),
-        ))
-        .await?;
-    tokio::spawn(async move {
-        // Errors here surface on the request that was in progress, if any.
-        let _ = conn.with_upgrades().await;
-    });
-    Ok(sender)
 }
 
 /// Safe to send again: idempotent (RFC 9110 §9.2.2) and carrying no body.
@@ -286,7 +270,19 @@ fn replayable(req: &Request<ReqBody>) -> bool {
     idempotent && req.body().is_end_stream()
 }
 
-/// What is needed to send a bodiless request again.
+/// Puts the client's body on a tape, so a refused stream can be sent again with it.
+fn keep_body(req: &mut Request<ReqBody>) -> Option<Tape> {
+    let body = std::mem::replace(req.body_mut(), Either::Right(Either::Left(Empty::new())));
+    let Either::Left(incoming) = body else {
+        *req.body_mut() = body;
+        return None;
+    };
+    let (tape, first) = Tape::new(incoming);
+    *req.body_mut() = Either::Right(Either::Right(first));
+    Some(tape)
+}
+
+/// What is needed to send a request again.
 struct Head {
     method: Method,
     uri: Uri,
@@ -301,8 +297,8 @@ fn head_of(req: &Request<ReqBody>) -> Head {
     }
 }
 
-fn rebuild(head: &Head) -> Request<ReqBody> {
-    let mut req = Request::new(Either::Right(Empty::new()));
+fn rebuild(head: &Head, body: ReqBody) -> Request<ReqBody> {
+    let mut req = Request::new(body);
     *req.method_mut() = head.method.clone();
     *req.uri_mut() = head.uri.clone();
     *req.headers_mut() = head.headers.clone();

@@ -5,7 +5,11 @@
 //! or becomes a tunnel after a `101` (`tunnel`).
 
 mod body;
+mod dial;
+mod exchange;
 mod forward;
+mod grpc;
+mod h2;
 mod headers;
 pub mod message;
 mod outgoing;

@@ -79,12 +79,12 @@ pub(super) async fn handle(
     };
     // Only the access log needs these; skip the copies when it is off.
     let access = log_access.then(|| (req.method().clone(), req.uri().path().to_owned()));
+    let grpc = super::grpc::is_grpc(req.headers());
     let (mut resp, backend) = match &decision {
-        Decision::Refuse(status) | Decision::Malformed(_, status) => {
-            (local(*status, in_progress), None)
-        }
+        Decision::Refuse(status) => (own(*status, grpc, in_progress), None),
+        Decision::Malformed(_, status) => (local(*status, in_progress), None),
         Decision::Default(upstream, _) => {
-            send(req, conn, upstream, &Rewrite::default(), in_progress).await
+            send(req, conn, upstream, &Rewrite::default(), grpc, in_progress).await
         }
         Decision::Route(r) => match &r.action {
             Action::Upstream { upstream, strip } => {
@@ -92,7 +92,7 @@ pub(super) async fn handle(
                     strip: strip.as_deref(),
                     headers: Some(&r.request_headers).filter(|h| !h.is_empty()),
                 };
-                send(req, conn, upstream, &rewrite, in_progress).await
+                send(req, conn, upstream, &rewrite, grpc, in_progress).await
             }
             Action::Redirect(to) => (redirect(to, &req, conn, in_progress), None),
             Action::Respond { status, body } => (fixed(*status, body.clone(), in_progress), None),
@@ -209,6 +209,7 @@ async fn send(
     conn: &Conn,
     upstream: &Arc<Upstream>,
     rewrite: &Rewrite<'_>,
+    grpc: bool,
     in_progress: InProgress,
 ) -> (Response<RespBody>, Option<Arc<Backend>>) {
     match forward(req, conn, upstream, rewrite).await {
@@ -216,7 +217,16 @@ async fn send(
             let backend = Arc::clone(&f.backend);
             (respond(f, upstream, in_progress), Some(backend))
         }
-        Err((status, last)) => (local(status, in_progress), last),
+        Err((status, last)) => (own(status, grpc, in_progress), last),
+    }
+}
+
+/// fulcrum's own answer: a gRPC status to a gRPC request, else a short plain-text page.
+fn own(status: StatusCode, grpc: bool, in_progress: InProgress) -> Response<RespBody> {
+    if grpc {
+        super::grpc::answer(status, in_progress)
+    } else {
+        local(status, in_progress)
     }
 }
 

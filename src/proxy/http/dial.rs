@@ -1,0 +1,88 @@
+//! A new HTTP connection to a backend: HTTP/1.1, or HTTP/2 by prior knowledge (`h2c`), by
+//! ALPN over TLS (`h2`), or whichever ALPN picks (`auto`); driven in its own task.
+
+use hyper::rt::{Read, Write};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+
+use crate::config::UpstreamProtocol;
+use crate::proxy::backend::{BackendIo, ConnectError, connect};
+use crate::proxy::gather::Gathered;
+use crate::proxy_protocol::Addresses;
+use crate::upstream::multiplex::H2Sender;
+use crate::upstream::pool::Sender;
+use crate::upstream::{Backend, Failure, Upstream};
+
+/// A fresh backend connection, of the HTTP version it speaks.
+pub(super) enum Dialed {
+    H1(Sender),
+    H2(H2Sender),
+}
+
+/// Response heads up to this size are read (fulcrum's own request limit and room to spare).
+const MAX_RESPONSE_HEAD: usize = super::MAX_HEAD + 16 * 1024;
+
+/// Opens a connection to `backend` (TLS and PROXY header as the upstream says) and speaks the
+/// upstream's protocol on it, within `connect_timeout` for the connection and the handshake.
+pub(super) async fn dial(
+    backend: &Backend,
+    upstream: &Upstream,
+    addrs: &Addresses,
+) -> Result<Dialed, ConnectError> {
+    let io = connect(backend, upstream, addrs).await?;
+    let h2 = match upstream.conf.protocol {
+        UpstreamProtocol::Http1 => false,
+        UpstreamProtocol::H2c => true,
+        UpstreamProtocol::H2 | UpstreamProtocol::Auto => {
+            let alpn_h2 = match &io {
+                tokio_util::either::Either::Right(tls) => {
+                    tls.0.get_ref().1.alpn_protocol() == Some(b"h2")
+                }
+                tokio_util::either::Either::Left(_) => false,
+            };
+            if !alpn_h2 && upstream.conf.protocol == UpstreamProtocol::H2 {
+                tracing::debug!(upstream = %upstream.name, backend = %backend.addr, "backend did not choose h2 by ALPN");
+                return Err(ConnectError::Backend(Failure::Protocol));
+            }
+            alpn_h2
+        }
+    };
+    handshake(io, h2)
+        .await
+        .map_err(|_| ConnectError::Backend(Failure::Connect))
+}
+
+/// The HTTP handshake on a connected stream; plain TCP and TLS each get their own connection
+/// type, so plain TCP pays nothing for TLS.
+async fn handshake(io: BackendIo, h2: bool) -> Result<Dialed, hyper::Error> {
+    match io {
+        tokio_util::either::Either::Left(tcp) => speak(TokioIo::new(Gathered(tcp)), h2).await,
+        tokio_util::either::Either::Right(tls) => speak(TokioIo::new(Gathered(tls)), h2).await,
+    }
+}
+
+async fn speak<I>(io: I, h2: bool) -> Result<Dialed, hyper::Error>
+where
+    I: Read + Write + Unpin + Send + 'static,
+{
+    if h2 {
+        let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .max_header_list_size(MAX_RESPONSE_HEAD as u32)
+            .handshake(io)
+            .await?;
+        tokio::spawn(async move {
+            // Errors here surface on the streams that were in progress.
+            let _ = conn.await;
+        });
+        return Ok(Dialed::H2(sender));
+    }
+    let (sender, conn) = hyper::client::conn::http1::Builder::new()
+        .max_buf_size(MAX_RESPONSE_HEAD)
+        .handshake(io)
+        .await?;
+    tokio::spawn(async move {
+        // Errors here surface on the request that was in progress, if any.
+        let _ = conn.with_upgrades().await;
+    });
+    Ok(Dialed::H1(sender))
+}
