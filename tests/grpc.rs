@@ -5,6 +5,8 @@
 #[path = "support/grpc.rs"]
 mod grpc;
 mod support;
+#[path = "support/web.rs"]
+mod web;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -221,5 +223,41 @@ async fn a_slow_reader_holds_back_the_backend_instead_of_filling_fulcrums_memory
     assert!(
         ahead_most < 256,
         "the backend ran {ahead_most} messages (of 64 KiB) ahead of a slow reader"
+    );
+}
+
+#[tokio::test]
+async fn a_backends_unavailable_answer_counts_against_it_and_other_statuses_do_not() {
+    let backend = GrpcBackend::start("a").await;
+    let port = free_port();
+    let admin = free_port();
+    let toml = Toml::http(port, &[backend.addr])
+        .set("protocol = \"h2c\"")
+        .health("unhealthy_threshold = 100")
+        .admin(admin);
+    let _f = Fulcrum::start(&toml);
+    let mut client = GrpcClient::connect(local(port)).await;
+    let label = backend.addr.to_string();
+    let failures = || async {
+        let (_, text) = web::get(local(admin), "/metrics").await.expect("metrics");
+        let samples = web::parse_prometheus(&text);
+        web::value(
+            &samples,
+            "fulcrum_backend_failures_total",
+            &[("backend", &label), ("kind", "status")],
+        )
+        .unwrap_or(0.0)
+    };
+    for code in [5, 3, 14, 14] {
+        let err = client
+            .unary(&format!("fail:{code}"))
+            .await
+            .expect_err("asked to fail");
+        assert_eq!(err.code() as i32, code);
+    }
+    assert_eq!(
+        failures().await,
+        2.0,
+        "only the two UNAVAILABLE answers count"
     );
 }

@@ -1,0 +1,127 @@
+//! HTTP/2 to backends over TLS: `protocol = "h2"` needs the backend to choose h2 by ALPN,
+//! `"auto"` speaks whichever the backend chose, and http checks speak it too.
+
+mod support;
+#[path = "support/web.rs"]
+mod web;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use support::ca::{Ca, Leaf, provider};
+use support::{Fulcrum, Toml, free_port, temp_dir, wait_for_async};
+use tokio::net::TcpListener;
+
+fn local(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// A TLS backend offering `alpn`; it answers every request with the protocol it speaks.
+async fn backend(leaf: &Leaf, alpn: &[&[u8]]) -> SocketAddr {
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(leaf.key_der.clone().into());
+    let mut server = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.der.clone()], key)
+        .expect("server config");
+    server.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(s) = acceptor.accept(s).await else {
+                    return;
+                };
+                let h2 = s.get_ref().1.alpn_protocol() == Some(b"h2");
+                let svc = hyper::service::service_fn(move |_req| async move {
+                    let tag = if h2 { "h2" } else { "http/1.1" };
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                        Bytes::from_static(tag.as_bytes()),
+                    )))
+                });
+                if h2 {
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(s), svc)
+                        .await;
+                } else {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(s), svc)
+                        .await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn config(port: u16, protocol: &str, backends: &[SocketAddr], ca: &Ca) -> Toml {
+    let ca = ca.write(&temp_dir("h2-tls"));
+    Toml::http(port, backends)
+        .set(&format!("protocol = \"{protocol}\"\nretries = 0"))
+        .tls(&format!("ca = '{}'", ca.display()))
+}
+
+#[tokio::test]
+async fn h2_over_tls_speaks_http2_and_refuses_a_backend_without_it() {
+    let ca = Ca::new();
+    let leaf = ca.leaf(&["127.0.0.1"]);
+    let h2 = backend(&leaf, &[b"h2"]).await;
+    let port = free_port();
+    let _f = Fulcrum::start(&config(port, "h2", &[h2], &ca));
+    let r = support::get(local(port), "/").await;
+    assert_eq!((r.status, r.text()), (200, "h2".to_owned()));
+
+    let h1_only = backend(&leaf, &[b"http/1.1"]).await;
+    let port = free_port();
+    let _f = Fulcrum::start(&config(port, "h2", &[h1_only], &ca));
+    let r = support::get(local(port), "/").await;
+    assert_eq!(r.status, 502, "the backend did not choose h2");
+}
+
+#[tokio::test]
+async fn auto_speaks_what_each_backends_alpn_chose_and_checks_it_so() {
+    let ca = Ca::new();
+    let leaf = ca.leaf(&["127.0.0.1"]);
+    let h2 = backend(&leaf, &[b"h2", b"http/1.1"]).await;
+    let h1 = backend(&leaf, &[b"http/1.1"]).await;
+    let port = free_port();
+    let admin = free_port();
+    let toml = config(port, "auto", &[h2, h1], &ca)
+        .health("check = \"http\"\ninterval = \"100ms\"")
+        .admin(admin);
+    let _f = Fulcrum::start(&toml);
+    // Each backend passes its http checks, in its own protocol.
+    for b in [h2, h1] {
+        let label = b.to_string();
+        wait_for_async("checks passed", || async {
+            let (_, text) = web::get(local(admin), "/metrics").await.ok()?;
+            let samples = web::parse_prometheus(&text);
+            let count = |result| {
+                web::value(
+                    &samples,
+                    "fulcrum_health_checks_total",
+                    &[("backend", &label), ("result", result)],
+                )
+            };
+            assert_eq!(count("fail").unwrap_or(0.0), 0.0, "{label} failed a check");
+            (count("pass")? >= 2.0).then_some(())
+        })
+        .await;
+    }
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let r = support::get(local(port), "/").await;
+        assert_eq!(r.status, 200);
+        seen.push(r.text());
+    }
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen, ["h2", "http/1.1"], "each backend in its own protocol");
+}
