@@ -1,11 +1,14 @@
 //! HTTP/2 to backends at the frame level, with backends written on `h2` and hyper: a refused
 //! stream is sent again with its body, trailers and `TE: trailers` reach the backend and come
-//! back, HTTP/1.1 clients reach HTTP/2 backends, an Upgrade is refused, and a reload's new
-//! backend gets a share of an existing client connection.
+//! back, HTTP/1.1 clients reach HTTP/2 backends, an Upgrade is refused, a reload's new backend
+//! gets a share of an existing client connection, and a backend that drops new connections is
+//! failed over and blamed.
 
 #[path = "support/grpc.rs"]
 mod grpc;
 mod support;
+#[path = "support/web.rs"]
+mod web;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -101,7 +104,12 @@ async fn a_refused_stream_is_sent_again_with_its_body_and_is_no_failure() {
     let (refusing, refused) = refusing_backend().await;
     let echo = echo_backend().await;
     let port = free_port();
-    let _f = Fulcrum::start(&h2c_upstream(port, &[refusing, echo]).set("retries = 0"));
+    let admin = free_port();
+    let _f = Fulcrum::start(
+        &h2c_upstream(port, &[refusing, echo])
+            .set("retries = 0")
+            .admin(admin),
+    );
     for i in 0..4 {
         let body = format!("a POST body {i}: never seen by the backend that refused it");
         let req = Request::post("/submit")
@@ -115,6 +123,18 @@ async fn a_refused_stream_is_sent_again_with_its_body_and_is_no_failure() {
     assert!(
         refused.load(Ordering::Relaxed) >= 2,
         "round robin sent some to the refusing backend first"
+    );
+    let (_, text) = web::get(local(admin), "/metrics").await.expect("metrics");
+    let label = refusing.to_string();
+    let failures: f64 = web::parse_prometheus(&text)
+        .iter()
+        .filter(|s| s.name == "fulcrum_backend_failures_total")
+        .filter(|s| s.labels.get("backend") == Some(&label))
+        .map(|s| s.value)
+        .sum();
+    assert_eq!(
+        failures, 0.0,
+        "a refused stream is no failure of its backend"
     );
 }
 
@@ -202,4 +222,38 @@ async fn a_backend_added_by_a_reload_gets_calls_of_an_open_client_connection() {
         5,
         "half of the next ten calls"
     );
+}
+
+#[tokio::test]
+async fn a_backend_that_drops_every_new_connection_is_failed_over_and_blamed() {
+    // Accepts and closes at once, as a port forwarder in front of a stopped container does.
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let closing = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            drop(s);
+        }
+    });
+    let echo = echo_backend().await;
+    let port = free_port();
+    let admin = free_port();
+    let _f = Fulcrum::start(&h2c_upstream(port, &[closing, echo]).admin(admin));
+    for i in 0..4 {
+        let req = Request::post("/submit")
+            .header("host", "app.test")
+            .body(Full::new(Bytes::from(format!("body {i}"))))
+            .expect("request");
+        let (resp, got) = h1(local(port), req).await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(got, format!("body {i}").as_bytes());
+    }
+    let (_, text) = web::get(local(admin), "/metrics").await.expect("metrics");
+    let samples = web::parse_prometheus(&text);
+    let label = closing.to_string();
+    let connect = web::value(
+        &samples,
+        "fulcrum_backend_failures_total",
+        &[("backend", label.as_str()), ("kind", "connect")],
+    );
+    assert!(connect.unwrap_or(0.0) >= 1.0, "{text}");
 }

@@ -1,11 +1,11 @@
 //! HTTP/2 connections to one backend, shared by concurrent requests: each carries at most
-//! `max_streams` streams at once, another is opened when all are full, and one unused for a
-//! while is closed. Opening is one at a time per backend, so a burst of requests to a cold
+//! `max_streams` streams at once, another is opened when all are full, and one without
+//! streams for a while is closed (by a sweep that runs while the backend has connections).
+//! Shared connections are opened one at a time per backend, so a burst of requests to a cold
 //! backend shares the first connection instead of opening one each.
 
-use std::sync::Arc;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use hyper::client::conn::http2::SendRequest;
@@ -22,9 +22,31 @@ pub type H2Sender = SendRequest<ReqBody>;
 
 #[derive(Debug, Default)]
 pub struct Multiplex {
-    conns: Mutex<Vec<Shared>>,
-    /// Held while a connection is opened; what the last opening failed with, and when.
+    conns: Arc<Mutex<Conns>>,
+    /// Held while a shared connection is opened; what the last opening failed with, and
+    /// when.
     dialing: tokio::sync::Mutex<Option<(Instant, DialFailure)>>,
+    /// `auto`: the backend's ALPN chose HTTP/1.1 when last asked, so its requests take
+    /// HTTP/1.1 connections without waiting for a shared opening.
+    speaks_h1: AtomicBool,
+}
+
+#[derive(Debug, Default)]
+struct Conns {
+    list: Vec<Shared>,
+    /// A sweep task runs (while there are connections).
+    sweeping: bool,
+}
+
+impl Conns {
+    /// Drops closed connections and those without streams for `IDLE_TIMEOUT`.
+    fn sweep(&mut self, now: Instant) {
+        self.list.retain(|c| {
+            !c.sender.is_closed()
+                && (c.streams.load(Ordering::Acquire) > 0
+                    || now.saturating_duration_since(c.last_used) < IDLE_TIMEOUT)
+        });
+    }
 }
 
 /// Why the last opening failed, for the requests that waited on it: the backend's failure, or
@@ -60,8 +82,7 @@ pub enum Dial<'a> {
     Failed(DialFailure),
 }
 
-/// Held while one connection is opened; `Multiplex::add` or dropping it lets the next waiter
-/// in.
+/// Held while one shared connection is opened; dropping it lets the next waiter in.
 pub struct Opening<'a> {
     guard: tokio::sync::MutexGuard<'a, Option<(Instant, DialFailure)>>,
 }
@@ -80,12 +101,9 @@ impl Multiplex {
     pub fn checkout(&self, key: &Key, max: u32) -> Option<Stream> {
         let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        conns.retain(|c| {
-            !c.sender.is_closed()
-                && (c.streams.load(Ordering::Acquire) > 0
-                    || now.saturating_duration_since(c.last_used) < IDLE_TIMEOUT)
-        });
+        conns.sweep(now);
         let best = conns
+            .list
             .iter_mut()
             .filter(|c| c.key == *key && c.sender.is_ready())
             .filter(|c| c.streams.load(Ordering::Acquire) < max)
@@ -111,24 +129,46 @@ impl Multiplex {
     }
 
     /// Adds a connection opened for `key` and takes its first stream.
-    pub fn add(&self, opening: Opening<'_>, key: Key, sender: H2Sender) -> Stream {
+    pub fn add(&self, key: Key, sender: H2Sender) -> Stream {
         let streams = Arc::new(AtomicU32::new(1));
         let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-        conns.push(Shared {
+        conns.list.push(Shared {
             sender: sender.clone(),
             key,
             streams: Arc::clone(&streams),
             last_used: Instant::now(),
         });
-        drop(conns);
-        let mut guard = opening.guard;
-        *guard = None;
+        if !conns.sweeping {
+            conns.sweeping = true;
+            tokio::spawn(sweep(Arc::downgrade(&self.conns)));
+        }
         Stream { sender, streams }
     }
 
-    /// Connections open now.
-    pub fn open_connections(&self) -> usize {
-        let conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-        conns.iter().filter(|c| !c.sender.is_closed()).count()
+    /// `auto`: whether the backend chose HTTP/1.1 when last dialled.
+    pub fn speaks_h1(&self) -> bool {
+        self.speaks_h1.load(Ordering::Relaxed)
+    }
+
+    pub fn set_speaks_h1(&self, h1: bool) {
+        self.speaks_h1.store(h1, Ordering::Relaxed);
+    }
+}
+
+/// Closes idle connections of a backend that gets no more requests (it went down, or its
+/// traffic moved): a checkout sweeps too, but only one that comes. Ends with the last
+/// connection, or with the backend.
+async fn sweep(conns: Weak<Mutex<Conns>>) {
+    loop {
+        tokio::time::sleep(IDLE_TIMEOUT).await;
+        let Some(conns) = conns.upgrade() else {
+            return;
+        };
+        let mut conns = conns.lock().unwrap_or_else(|p| p.into_inner());
+        conns.sweep(Instant::now());
+        if conns.list.is_empty() {
+            conns.sweeping = false;
+            return;
+        }
     }
 }

@@ -106,10 +106,15 @@ impl Done {
         if let Some(lease) = &self.lease
             && self.grpc
         {
-            if trailers.is_some_and(super::grpc::unavailable) {
-                self.upstream.fail(lease, Failure::Status);
-            } else {
-                self.upstream.record_success(lease.index);
+            match trailers.map(super::grpc::outcome) {
+                Some(super::grpc::Outcome::Ok) => self.upstream.record_success(lease.index),
+                Some(super::grpc::Outcome::Unavailable) => {
+                    self.upstream.fail(lease, Failure::Status);
+                }
+                // A gRPC answer must end with its status (gRPC over HTTP/2, "Responses").
+                Some(super::grpc::Outcome::Missing) | None => {
+                    self.upstream.fail(lease, Failure::Protocol);
+                }
             }
         }
         if let (Some((key, Held::H1(sender))), Some(lease)) = (self.held, &self.lease) {

@@ -13,7 +13,7 @@ use super::message;
 use crate::proxy::backend::ConnectError;
 use crate::proxy::failover::Outcome;
 use crate::proxy_protocol::Addresses;
-use crate::upstream::multiplex::{Dial, Stream};
+use crate::upstream::multiplex::Stream;
 use crate::upstream::pool::{ReqBody, Sender};
 use crate::upstream::replay::Tape;
 use crate::upstream::{Failure, Lease, Upstream};
@@ -25,16 +25,18 @@ enum Sent {
     Unsent(Request<ReqBody>, ConnectError),
     /// A fresh connection to the backend turned out to speak HTTP/2 (`auto`): kept for the
     /// next attempt, which this request makes.
-    Multiplexed,
+    Multiplexed(Request<ReqBody>),
     Failed(hyper::Error),
 }
 
 impl Exchange<'_> {
-    /// The exchange on a stream of a shared HTTP/2 connection.
+    /// The exchange on a stream of a shared HTTP/2 connection, `fresh` or one that carried
+    /// streams before.
     pub(super) async fn on_stream(
         &mut self,
         req: Request<ReqBody>,
         mut stream: Stream,
+        fresh: bool,
         upstream: &Upstream,
     ) -> Outcome<(Response<Incoming>, Held), StatusCode> {
         let req = to_h2(req, upstream.tls.is_some());
@@ -44,10 +46,23 @@ impl Exchange<'_> {
         )
         .await;
         match sent {
-            Ok(Ok(resp)) => Outcome::Done((resp, Held::H2(stream))),
+            Ok(Ok(resp)) => {
+                // Answered: nothing will be sent again.
+                if let Some(tape) = &self.tape {
+                    tape.seal();
+                }
+                Outcome::Done((resp, Held::H2(stream)))
+            }
             Err(_) => Outcome::Failed(Failure::Timeout, self.safe),
-            // The connection closed before the stream opened (it got a GOAWAY, or broke).
+            // A fresh connection that closed before it took the request: the backend's
+            // fault, as a refused connection is.
+            Ok(Err(e)) if fresh && e.message().is_some() => Outcome::Failed(Failure::Connect, true),
+            // A shared connection closed before the stream opened (it got a GOAWAY, or
+            // broke): the request never left.
             Ok(Err(e)) if e.message().is_some() => Outcome::Refused,
+            // hyper held the request (the backend's stream limit was reached) and its
+            // connection ended before sending it.
+            Ok(Err(e)) if e.error().is_canceled() && stream.sender.is_closed() => Outcome::Refused,
             Ok(Err(_)) if self.tape.as_ref().is_some_and(Tape::broken) => {
                 // The client's own body broke: the backend is not at fault.
                 Outcome::Abort(StatusCode::BAD_REQUEST)
@@ -89,12 +104,21 @@ impl Exchange<'_> {
                 self.outgoing = Some(req);
                 e.into()
             }
-            Ok(Sent::Multiplexed) => Outcome::Refused,
+            Ok(Sent::Multiplexed(_)) if self.upgrade => Outcome::Abort(StatusCode::NOT_IMPLEMENTED),
+            Ok(Sent::Multiplexed(req)) => {
+                self.outgoing = Some(req);
+                Outcome::Refused
+            }
             // Dropped with its connection unread: the connection is never reused.
             Ok(Sent::Response(resp)) if !message::response_framing_is_clear(resp.headers()) => {
                 Outcome::Failed(Failure::Protocol, false)
             }
-            Ok(Sent::Response(resp)) => Outcome::Done((resp, Held::H1(sender))),
+            Ok(Sent::Response(resp)) => {
+                if let Some(tape) = &self.tape {
+                    tape.seal();
+                }
+                Outcome::Done((resp, Held::H1(sender)))
+            }
             Ok(Sent::Failed(e)) if e.is_user() => {
                 // The client's own body broke (a bad chunk size, or the client went away):
                 // the backend is not at fault, and the request cannot be completed.
@@ -139,15 +163,9 @@ async fn send(
         Ok(Dialed::H2(s)) => {
             // `auto`, and the backend now speaks HTTP/2: its connection is kept, and the
             // request goes again through the failover loop, which finds it.
-            if let Dial::Open(opening) = lease.backend.multiplex.dial().await {
-                drop(
-                    lease
-                        .backend
-                        .multiplex
-                        .add(opening, pool_key(upstream, addrs), s),
-                );
-            }
-            return Sent::Multiplexed;
+            lease.backend.multiplex.set_speaks_h1(false);
+            drop(lease.backend.multiplex.add(pool_key(upstream, addrs), s));
+            return Sent::Multiplexed(req);
         }
         Err(e) => return Sent::Unsent(req, e),
     };

@@ -104,8 +104,9 @@ pub(super) async fn forward(
     // A backend that answers 502-504, or gRPC's UNAVAILABLE in its head (a trailers-only
     // answer), says it cannot serve: a failure for passive health. A gRPC answer with a body
     // is judged by its trailers, when they pass.
-    let grpc = grpc::is_grpc(resp.headers()) && !resp.body().is_end_stream();
-    if matches!(resp.status().as_u16(), 502..=504) || grpc::unavailable(resp.headers()) {
+    let failed = matches!(resp.status().as_u16(), 502..=504) || grpc::unavailable(resp.headers());
+    let grpc = !failed && grpc::is_grpc(resp.headers()) && !resp.body().is_end_stream();
+    if failed {
         upstream.fail(&lease, Failure::Status);
     } else if !grpc {
         upstream.record_success(lease.index);
@@ -180,19 +181,21 @@ impl Attempt for Exchange<'_> {
         lease: &Lease,
     ) -> Outcome<Self::Output, StatusCode> {
         let Some(req) = self.request() else {
-            // Not reached: a request that cannot be sent again is never given another try.
-            // Were it reached, no backend is at fault, so none is blamed.
+            // A request whose body was read beyond what is kept, refused after that: it
+            // cannot be sent again, and no backend is at fault.
             return Outcome::Abort(StatusCode::BAD_GATEWAY);
         };
         let backend = &lease.backend;
         let protocol = upstream.conf.protocol;
-        let multiplexed = protocol != UpstreamProtocol::Http1 && !self.upgrade;
-        if multiplexed
-            && let Some(stream) = backend
-                .multiplex
-                .checkout(&self.key, upstream.conf.max_streams)
-        {
-            return self.on_stream(req, stream, upstream).await;
+        let auto = protocol == UpstreamProtocol::Auto;
+        // `auto` whose backend chose HTTP/1.1 last time goes the HTTP/1.1 way, as does an
+        // Upgrade (HTTP/2 cannot carry one).
+        let multiplexed = protocol != UpstreamProtocol::Http1
+            && !self.upgrade
+            && !(auto && backend.multiplex.speaks_h1());
+        let max = upstream.conf.max_streams;
+        if multiplexed && let Some(stream) = backend.multiplex.checkout(&self.key, max) {
+            return self.on_stream(req, stream, false, upstream).await;
         }
         if !protocol.h2_only()
             && let Some(mut s) = backend.pool.checkout(&self.key)
@@ -201,46 +204,48 @@ impl Attempt for Exchange<'_> {
             // Handed out ready; if it closed since, a new connection is dialled.
             return self.on_h1(req, s, true, upstream, lease).await;
         }
-        if !multiplexed {
-            return match dial(backend, upstream, self.addrs).await {
-                Ok(Dialed::H1(s)) => self.on_h1(req, s, false, upstream, lease).await,
-                // `auto` chose HTTP/2, which cannot carry an Upgrade.
-                Ok(Dialed::H2(_)) => Outcome::Abort(StatusCode::NOT_IMPLEMENTED),
-                Err(e) => {
+        // A connection that announces one client with a PROXY header is that client's alone:
+        // there is nothing to share, nor to wait for.
+        let opening = if multiplexed && self.key.client.is_none() {
+            // One shared opening per backend at a time: requests that arrive meanwhile
+            // share it.
+            match backend.multiplex.dial().await {
+                Dial::Open(opening) => Some(opening),
+                Dial::Failed(why) => {
                     self.outgoing = Some(req);
-                    e.into()
+                    return why.map_or(Outcome::Local, |f| Outcome::Failed(f, true));
                 }
-            };
-        }
-        // One opening per backend at a time: requests that arrive meanwhile share it.
-        let opening = match backend.multiplex.dial().await {
-            Dial::Open(opening) => opening,
-            Dial::Failed(why) => {
-                self.outgoing = Some(req);
-                return why.map_or(Outcome::Local, |f| Outcome::Failed(f, true));
             }
+        } else {
+            None
         };
-        if let Some(stream) = backend
-            .multiplex
-            .checkout(&self.key, upstream.conf.max_streams)
+        if opening.is_some()
+            && let Some(stream) = backend.multiplex.checkout(&self.key, max)
         {
-            drop(opening);
-            return self.on_stream(req, stream, upstream).await;
+            return self.on_stream(req, stream, false, upstream).await;
         }
         match dial(backend, upstream, self.addrs).await {
+            Ok(Dialed::H2(_)) if self.upgrade => Outcome::Abort(StatusCode::NOT_IMPLEMENTED),
             Ok(Dialed::H2(s)) => {
-                let stream = backend.multiplex.add(opening, self.key, s);
-                self.on_stream(req, stream, upstream).await
+                backend.multiplex.set_speaks_h1(false);
+                let stream = backend.multiplex.add(self.key, s);
+                drop(opening);
+                self.on_stream(req, stream, true, upstream).await
             }
             Ok(Dialed::H1(s)) => {
                 drop(opening);
+                if auto {
+                    backend.multiplex.set_speaks_h1(true);
+                }
                 self.on_h1(req, s, false, upstream, lease).await
             }
             Err(e) => {
-                opening.failed(match e {
-                    ConnectError::Backend(f) => Some(f),
-                    ConnectError::Local => None,
-                });
+                if let Some(opening) = opening {
+                    opening.failed(match e {
+                        ConnectError::Backend(f) => Some(f),
+                        ConnectError::Local => None,
+                    });
+                }
                 self.outgoing = Some(req);
                 e.into()
             }

@@ -29,6 +29,23 @@ pub(crate) fn unavailable(fields: &HeaderMap) -> bool {
         .is_some_and(|v| v.as_bytes() == b"14")
 }
 
+/// What a gRPC answer's trailers say of its backend.
+pub(super) enum Outcome {
+    /// A status, and not UNAVAILABLE: the backend served (an application error included).
+    Ok,
+    Unavailable,
+    /// No `grpc-status`: the answer is broken.
+    Missing,
+}
+
+pub(super) fn outcome(trailers: &HeaderMap) -> Outcome {
+    match trailers.get(&GRPC_STATUS) {
+        None => Outcome::Missing,
+        Some(_) if unavailable(trailers) => Outcome::Unavailable,
+        Some(_) => Outcome::Ok,
+    }
+}
+
 /// The gRPC code for an HTTP status fulcrum would answer, after gRPC's HTTP-to-gRPC mapping,
 /// except a response timeout: DEADLINE_EXCEEDED says what happened, and clients do not retry
 /// it blindly.
