@@ -1,7 +1,7 @@
 //! The load a profile-guided build of fulcrum learns from (`scripts/pgo-build.sh`): every path
 //! the benchmarks take, on 127.0.0.1 and bounded in count. HTTP keep-alive and one request per
 //! connection, a 1 MiB response, TLS keep-alive and full handshakes, layer-4 keep-alive and a
-//! bulk stream, idle connections. Code no path here reaches is laid out as cold: keep it in
+//! bulk stream, idle connections, multiplexed HTTP/2 to HTTP/2 (h2c) backends. Code no path here reaches is laid out as cold: keep it in
 //! step with what fulcrum is used for.
 //!
 //! Usage: `pgo_train FULCRUM_BINARY` (an instrumented build; it writes its profile on exit).
@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -41,6 +41,7 @@ async fn run(bin: &Path) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("fulcrum-pgo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let backends = [http_backend().await?, http_backend().await?];
+    let h2_backends = [h2_backend().await?, h2_backend().await?];
     let sink = sink_backend().await?;
     let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])?;
     std::fs::write(dir.join("cert.pem"), ck.cert.pem())?;
@@ -51,10 +52,12 @@ async fn run(bin: &Path) -> Result<()> {
         free_port()?,
         free_port()?,
         free_port()?,
+        free_port()?,
     ];
-    let [web, tls, l4, bulk, routed] = ports.map(|p| SocketAddr::from(([127, 0, 0, 1], p)));
+    let [web, tls, l4, bulk, routed, h2c] = ports.map(|p| SocketAddr::from(([127, 0, 0, 1], p)));
     let config = dir.join("fulcrum.toml");
-    std::fs::write(&config, config_text(&dir, &ports, &backends, sink))?;
+    let text = config_text(&dir, &ports, &backends, sink) + &h2c_config(ports[5], &h2_backends);
+    std::fs::write(&config, text)?;
     let mut proc = Proc::start(bin, &config, &dir.join("fulcrum.log"))?;
     proc.wait_ready(web).await?;
 
@@ -81,6 +84,7 @@ async fn run(bin: &Path) -> Result<()> {
     tls_handshakes(tls, &tls_config, 16, 40).await?;
     bulk_stream(bulk, 128 * 1024 * 1024).await?;
     idle_connections(web, 500).await?;
+    multiplexed(h2c, 8, 16, 400).await?;
     println!("trained in {:.1} s", started.elapsed().as_secs_f64());
     let ended = proc.terminate().await;
     let _ = std::fs::remove_dir_all(&dir);
@@ -89,7 +93,7 @@ async fn run(bin: &Path) -> Result<()> {
 
 fn config_text(
     dir: &Path,
-    ports: &[u16; 5],
+    ports: &[u16; 6],
     backends: &[SocketAddr; 2],
     sink: SocketAddr,
 ) -> String {
@@ -153,6 +157,82 @@ check = "none"
         a = backends[0],
         b = backends[1],
     )
+}
+
+/// The h2c listener and its upstream of HTTP/2 backends (the h2c-upstream scenario).
+fn h2c_config(port: u16, backends: &[SocketAddr; 2]) -> String {
+    format!(
+        r#"
+[[listener]]
+name = "h2c"
+bind = "127.0.0.1:{port}"
+protocol = "http"
+upstream = "h2"
+
+[upstream.h2]
+protocol = "h2c"
+backends = [{{ addr = "{a}" }}, {{ addr = "{b}" }}]
+[upstream.h2.health]
+check = "none"
+"#,
+        a = backends[0],
+        b = backends[1],
+    )
+}
+
+/// An HTTP/2 (h2c) backend answering the 64-byte body.
+async fn h2_backend() -> Result<SocketAddr> {
+    let l = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = l.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let svc = hyper::service::service_fn(|_req| async {
+                Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                    Bytes::from_static(SMALL),
+                )))
+            });
+            tokio::spawn(
+                hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc),
+            );
+        }
+    });
+    Ok(addr)
+}
+
+/// `clients` h2c connections, each with `streams` GETs in flight until `requests` each are
+/// done, as h2load sends them.
+async fn multiplexed(
+    addr: SocketAddr,
+    clients: usize,
+    streams: usize,
+    requests: usize,
+) -> Result<()> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..clients {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let (sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await?;
+        tokio::spawn(conn);
+        for _ in 0..streams {
+            let mut sender = sender.clone();
+            tasks.spawn(async move {
+                for _ in 0..requests / streams {
+                    let req = hyper::Request::get(format!("http://{addr}/"))
+                        .body(Empty::<Bytes>::new())?;
+                    let resp = sender.send_request(req).await?;
+                    if !resp.status().is_success() {
+                        bail!("h2c: {}", resp.status());
+                    }
+                    resp.into_body().collect().await?;
+                }
+                anyhow::Ok(())
+            });
+        }
+    }
+    join_all(tasks).await
 }
 
 fn free_port() -> Result<u16> {

@@ -23,7 +23,18 @@ const MAX_RESPONSE_HEAD: usize = super::MAX_HEAD + 16 * 1024;
 
 /// Opens a connection to `backend` (TLS and PROXY header as the upstream says) and speaks the
 /// upstream's protocol on it, within `connect_timeout` for the connection and the handshake.
-pub(super) async fn dial(
+///
+/// Boxed: opening (TCP, TLS, the handshake) is a state machine of kilobytes that only a new
+/// connection needs; inline, it made every request's future 1.4 KB larger (5.8 KB, not 4.4).
+pub(super) fn dial<'a>(
+    backend: &'a Backend,
+    upstream: &'a Upstream,
+    addrs: &'a Addresses,
+) -> std::pin::Pin<Box<impl Future<Output = Result<Dialed, ConnectError>> + Send + 'a>> {
+    Box::pin(open(backend, upstream, addrs))
+}
+
+async fn open(
     backend: &Backend,
     upstream: &Upstream,
     addrs: &Addresses,
