@@ -217,10 +217,10 @@ async fn a_backend_added_by_a_reload_gets_calls_of_an_open_client_connection() {
     for _ in 0..10 {
         client.unary("after").await.expect("unary");
     }
-    assert_eq!(
-        b.calls.load(Ordering::Relaxed),
-        5,
-        "half of the next ten calls"
+    let to_b = b.calls.load(Ordering::Relaxed);
+    assert!(
+        (4..=6).contains(&to_b),
+        "about half of the next ten calls, not {to_b}"
     );
 }
 

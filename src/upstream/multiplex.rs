@@ -53,9 +53,24 @@ impl Conns {
 /// `None` when fulcrum ran out of a local resource.
 pub type DialFailure = Option<Failure>;
 
+/// Whether the backend has sent anything on a connection (set by its reader).
+#[derive(Debug, Clone, Default)]
+pub struct Heard(Arc<AtomicBool>);
+
+impl Heard {
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    pub fn set(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 #[derive(Debug)]
 struct Shared {
     sender: H2Sender,
+    heard: Heard,
     key: Key,
     streams: Arc<AtomicU32>,
     last_used: Instant,
@@ -66,6 +81,8 @@ struct Shared {
 #[derive(Debug)]
 pub struct Stream {
     pub sender: H2Sender,
+    /// The backend has sent something on this stream's connection.
+    pub heard: Heard,
     streams: Arc<AtomicU32>,
 }
 
@@ -112,6 +129,7 @@ impl Multiplex {
         best.streams.fetch_add(1, Ordering::AcqRel);
         Some(Stream {
             sender: best.sender.clone(),
+            heard: best.heard.clone(),
             streams: Arc::clone(&best.streams),
         })
     }
@@ -129,11 +147,12 @@ impl Multiplex {
     }
 
     /// Adds a connection opened for `key` and takes its first stream.
-    pub fn add(&self, key: Key, sender: H2Sender) -> Stream {
+    pub fn add(&self, key: Key, sender: H2Sender, heard: Heard) -> Stream {
         let streams = Arc::new(AtomicU32::new(1));
         let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
         conns.list.push(Shared {
             sender: sender.clone(),
+            heard: heard.clone(),
             key,
             streams: Arc::clone(&streams),
             last_used: Instant::now(),
@@ -142,7 +161,11 @@ impl Multiplex {
             conns.sweeping = true;
             tokio::spawn(sweep(Arc::downgrade(&self.conns)));
         }
-        Stream { sender, streams }
+        Stream {
+            sender,
+            heard,
+            streams,
+        }
     }
 
     /// `auto`: whether the backend chose HTTP/1.1 when last dialled.

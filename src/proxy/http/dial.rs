@@ -1,21 +1,25 @@
 //! A new HTTP connection to a backend: HTTP/1.1, or HTTP/2 by prior knowledge (`h2c`), by
 //! ALPN over TLS (`h2`), or whichever ALPN picks (`auto`); driven in its own task.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use hyper::rt::{Read, Write};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::config::UpstreamProtocol;
 use crate::proxy::backend::{BackendIo, ConnectError, connect};
 use crate::proxy::gather::Gathered;
 use crate::proxy_protocol::Addresses;
-use crate::upstream::multiplex::H2Sender;
+use crate::upstream::multiplex::{H2Sender, Heard};
 use crate::upstream::pool::Sender;
 use crate::upstream::{Backend, Failure, Upstream};
 
 /// A fresh backend connection, of the HTTP version it speaks.
 pub(super) enum Dialed {
     H1(Sender),
-    H2(H2Sender),
+    H2(H2Sender, Heard),
 }
 
 /// Response heads up to this size are read (fulcrum's own request limit and room to spare).
@@ -65,28 +69,19 @@ async fn open(
 /// The HTTP handshake on a connected stream; plain TCP and TLS each get their own connection
 /// type, so plain TCP pays nothing for TLS.
 async fn handshake(io: BackendIo, h2: bool) -> Result<Dialed, hyper::Error> {
-    match io {
-        tokio_util::either::Either::Left(tcp) => speak(TokioIo::new(Gathered(tcp)), h2).await,
-        tokio_util::either::Either::Right(tls) => speak(TokioIo::new(Gathered(tls)), h2).await,
+    use tokio_util::either::Either::{Left, Right};
+    match (io, h2) {
+        (Left(tcp), false) => speak_h1(TokioIo::new(Gathered(tcp))).await,
+        (Right(tls), false) => speak_h1(TokioIo::new(Gathered(tls))).await,
+        (Left(tcp), true) => speak_h2(tcp).await,
+        (Right(tls), true) => speak_h2(tls).await,
     }
 }
 
-async fn speak<I>(io: I, h2: bool) -> Result<Dialed, hyper::Error>
+async fn speak_h1<I>(io: I) -> Result<Dialed, hyper::Error>
 where
     I: Read + Write + Unpin + Send + 'static,
 {
-    if h2 {
-        let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .max_header_list_size(MAX_RESPONSE_HEAD as u32)
-            .handshake(io)
-            .await?;
-        tokio::spawn(async move {
-            // Errors here surface on the streams that were in progress.
-            let _ = conn.await;
-        });
-        return Ok(Dialed::H2(sender));
-    }
     let (sender, conn) = hyper::client::conn::http1::Builder::new()
         .max_buf_size(MAX_RESPONSE_HEAD)
         .handshake(io)
@@ -96,4 +91,78 @@ where
         let _ = conn.with_upgrades().await;
     });
     Ok(Dialed::H1(sender))
+}
+
+async fn speak_h2<S>(io: S) -> Result<Dialed, hyper::Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let heard = Heard::default();
+    let io = TokioIo::new(Gathered(Noticed {
+        io,
+        heard: heard.clone(),
+    }));
+    let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_RESPONSE_HEAD as u32)
+        .handshake(io)
+        .await?;
+    tokio::spawn(async move {
+        // Errors here surface on the streams that were in progress.
+        let _ = conn.await;
+    });
+    Ok(Dialed::H2(sender, heard))
+}
+
+/// A backend stream that notes the first bytes the backend sends: an HTTP/2 server's first
+/// frame is its SETTINGS (RFC 9113 §3.4), so a connection that broke before any byte came
+/// was never served by HTTP/2, and no request on it was processed.
+struct Noticed<S> {
+    io: S,
+    heard: Heard,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Noticed<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before && !self.heard.get() {
+            self.heard.set();
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Noticed<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
 }

@@ -30,13 +30,11 @@ enum Sent {
 }
 
 impl Exchange<'_> {
-    /// The exchange on a stream of a shared HTTP/2 connection, `fresh` or one that carried
-    /// streams before.
+    /// The exchange on a stream of a shared HTTP/2 connection.
     pub(super) async fn on_stream(
         &mut self,
         req: Request<ReqBody>,
         mut stream: Stream,
-        fresh: bool,
         upstream: &Upstream,
     ) -> Outcome<(Response<Incoming>, Held), StatusCode> {
         let req = to_h2(req, upstream.tls.is_some());
@@ -54,9 +52,10 @@ impl Exchange<'_> {
                 Outcome::Done((resp, Held::H2(stream)))
             }
             Err(_) => Outcome::Failed(Failure::Timeout, self.safe),
-            // A fresh connection that closed before it took the request: the backend's
-            // fault, as a refused connection is.
-            Ok(Err(e)) if fresh && e.message().is_some() => Outcome::Failed(Failure::Connect, true),
+            // A connection that broke before the backend sent a byte (not even its SETTINGS):
+            // nothing on it was processed, and the backend is at fault, as for a refused
+            // connection. The request goes elsewhere, whatever its method.
+            Ok(Err(_)) if !stream.heard.get() => Outcome::Failed(Failure::Connect, true),
             // A shared connection closed before the stream opened (it got a GOAWAY, or
             // broke): the request never left.
             Ok(Err(e)) if e.message().is_some() => Outcome::Refused,
@@ -160,11 +159,16 @@ async fn send(
     };
     *sender = match dial(&lease.backend, upstream, addrs).await {
         Ok(Dialed::H1(s)) => s,
-        Ok(Dialed::H2(s)) => {
+        Ok(Dialed::H2(s, heard)) => {
             // `auto`, and the backend now speaks HTTP/2: its connection is kept, and the
             // request goes again through the failover loop, which finds it.
             lease.backend.multiplex.set_speaks_h1(false);
-            drop(lease.backend.multiplex.add(pool_key(upstream, addrs), s));
+            drop(
+                lease
+                    .backend
+                    .multiplex
+                    .add(pool_key(upstream, addrs), s, heard),
+            );
             return Sent::Multiplexed(req);
         }
         Err(e) => return Sent::Unsent(req, e),

@@ -195,7 +195,7 @@ impl Attempt for Exchange<'_> {
             && !(auto && backend.multiplex.speaks_h1());
         let max = upstream.conf.max_streams;
         if multiplexed && let Some(stream) = backend.multiplex.checkout(&self.key, max) {
-            return self.on_stream(req, stream, false, upstream).await;
+            return self.on_stream(req, stream, upstream).await;
         }
         if !protocol.h2_only()
             && let Some(mut s) = backend.pool.checkout(&self.key)
@@ -222,15 +222,15 @@ impl Attempt for Exchange<'_> {
         if opening.is_some()
             && let Some(stream) = backend.multiplex.checkout(&self.key, max)
         {
-            return self.on_stream(req, stream, false, upstream).await;
+            return self.on_stream(req, stream, upstream).await;
         }
         match dial(backend, upstream, self.addrs).await {
-            Ok(Dialed::H2(_)) if self.upgrade => Outcome::Abort(StatusCode::NOT_IMPLEMENTED),
-            Ok(Dialed::H2(s)) => {
+            Ok(Dialed::H2(..)) if self.upgrade => Outcome::Abort(StatusCode::NOT_IMPLEMENTED),
+            Ok(Dialed::H2(s, heard)) => {
                 backend.multiplex.set_speaks_h1(false);
-                let stream = backend.multiplex.add(self.key, s);
+                let stream = backend.multiplex.add(self.key, s, heard);
                 drop(opening);
-                self.on_stream(req, stream, true, upstream).await
+                self.on_stream(req, stream, upstream).await
             }
             Ok(Dialed::H1(s)) => {
                 drop(opening);
