@@ -103,9 +103,12 @@ pub(super) async fn forward(
     };
     // A backend that answers 502-504, or gRPC's UNAVAILABLE in its head (a trailers-only
     // answer), says it cannot serve: a failure for passive health. A gRPC answer with a body
-    // is judged by its trailers, when they pass.
-    let failed = matches!(resp.status().as_u16(), 502..=504) || grpc::unavailable(resp.headers());
-    let grpc = !failed && grpc::is_grpc(resp.headers()) && !resp.body().is_end_stream();
+    // is judged by its trailers, when they pass. gRPC needs HTTP/2: an HTTP/1.1 backend's
+    // answers are judged by their status alone, as before.
+    let h2 = resp.version() == http::Version::HTTP_2;
+    let failed =
+        matches!(resp.status().as_u16(), 502..=504) || (h2 && grpc::unavailable(resp.headers()));
+    let grpc = h2 && !failed && grpc::is_grpc(resp.headers()) && !resp.body().is_end_stream();
     if failed {
         upstream.fail(&lease, Failure::Status);
     } else if !grpc {
