@@ -6,12 +6,11 @@ mod support;
 mod web;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use support::ca::{Ca, Leaf, provider};
+use support::ca::{Ca, Leaf, acceptor};
 use support::{Fulcrum, Toml, free_port, temp_dir, wait_for_async};
 use tokio::net::TcpListener;
 
@@ -21,15 +20,7 @@ fn local(port: u16) -> SocketAddr {
 
 /// A TLS backend offering `alpn`; it answers every request with the protocol it speaks.
 async fn backend(leaf: &Leaf, alpn: &[&[u8]]) -> SocketAddr {
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(leaf.key_der.clone().into());
-    let mut server = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_no_client_auth()
-        .with_single_cert(vec![leaf.der.clone()], key)
-        .expect("server config");
-    server.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+    let acceptor = acceptor(leaf, alpn);
     let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = l.local_addr().expect("addr");
     tokio::spawn(async move {

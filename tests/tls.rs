@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::CertificateDer;
-use support::ca::{Ca, Leaf, client_config, default_client, provider, tls_connect};
+use support::ca::{Ca, Leaf, client_config, default_client, tls_connect};
 use support::{
     Fulcrum, Mode, Toml, free_port, http_backend, tcp_backend, temp_dir, wait_for_async,
 };
@@ -379,21 +379,9 @@ async fn a_tls_client_closing_without_close_notify_is_a_clean_close() {
     );
 }
 
-/// A backend's TLS acceptor serving `leaf`.
-fn acceptor(leaf: &Leaf) -> tokio_rustls::TlsAcceptor {
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(leaf.key_der.clone().into());
-    let server = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_no_client_auth()
-        .with_single_cert(vec![leaf.der.clone()], key)
-        .expect("server config");
-    tokio_rustls::TlsAcceptor::from(Arc::new(server))
-}
-
 /// An HTTP/1.1 backend over TLS with `leaf`, answering every request with `tag`.
 async fn tls_backend(leaf: &Leaf, tag: &'static str) -> SocketAddr {
-    let acceptor = acceptor(leaf);
+    let acceptor = support::ca::acceptor(leaf, &[]);
     let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = l.local_addr().expect("addr");
     tokio::spawn(async move {
@@ -635,7 +623,7 @@ async fn sessions_resume_across_a_reload_that_keeps_the_certificates() {
 /// A backend on one port that speaks TLS with `leaf` to a client that starts a handshake and
 /// plain HTTP to any other; it answers "tls" or "plain" accordingly.
 async fn tls_or_plain_backend(leaf: &Leaf) -> SocketAddr {
-    let acceptor = acceptor(leaf);
+    let acceptor = support::ca::acceptor(leaf, &[]);
     let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = l.local_addr().expect("addr");
     async fn serve<S>(s: S, tag: &'static str)

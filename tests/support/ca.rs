@@ -81,6 +81,19 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
+/// A backend's TLS acceptor serving `leaf` and offering `alpn` (none: no ALPN).
+pub fn acceptor(leaf: &Leaf, alpn: &[&[u8]]) -> tokio_rustls::TlsAcceptor {
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(leaf.key_der.clone().into());
+    let mut server = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.der.clone()], key)
+        .expect("server config");
+    server.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    tokio_rustls::TlsAcceptor::from(Arc::new(server))
+}
+
 /// A client configuration trusting `ca`, speaking `versions` and offering `alpn`.
 pub fn client_config(
     ca: &Ca,
