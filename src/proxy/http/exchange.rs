@@ -52,6 +52,10 @@ impl Exchange<'_> {
                 Outcome::Done((resp, Held::H2(stream)))
             }
             Err(_) => Outcome::Failed(Failure::Timeout, self.safe),
+            Ok(Err(_)) if self.tape.as_ref().is_some_and(Tape::broken) => {
+                // The client's own body broke: the backend is not at fault.
+                Outcome::Abort(StatusCode::BAD_REQUEST)
+            }
             // A connection that broke before the backend sent a byte (not even its SETTINGS):
             // nothing on it was processed, and the backend is at fault, as for a refused
             // connection. The request goes elsewhere, whatever its method.
@@ -62,10 +66,6 @@ impl Exchange<'_> {
             // hyper held the request (the backend's stream limit was reached) and its
             // connection ended before sending it.
             Ok(Err(e)) if e.error().is_canceled() && stream.sender.is_closed() => Outcome::Refused,
-            Ok(Err(_)) if self.tape.as_ref().is_some_and(Tape::broken) => {
-                // The client's own body broke: the backend is not at fault.
-                Outcome::Abort(StatusCode::BAD_REQUEST)
-            }
             Ok(Err(e)) => {
                 let e = e.into_error();
                 match stream_error(&e) {
