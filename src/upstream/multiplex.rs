@@ -114,18 +114,16 @@ impl Opening<'_> {
 impl Multiplex {
     /// A stream on an open connection for `key` with room for one more (fewer than `max`
     /// streams), the busiest such first: traffic packs onto few connections and the rest idle
-    /// out. Closed and idle-expired connections are dropped on the way.
+    /// out. Closed connections are passed over here and dropped by the sweep.
     pub fn checkout(&self, key: &Key, max: u32) -> Option<Stream> {
         let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        conns.sweep(now);
         let best = conns
             .list
             .iter_mut()
-            .filter(|c| c.key == *key && c.sender.is_ready())
+            .filter(|c| c.key == *key && c.sender.is_ready() && !c.sender.is_closed())
             .filter(|c| c.streams.load(Ordering::Acquire) < max)
             .max_by_key(|c| c.streams.load(Ordering::Acquire))?;
-        best.last_used = now;
+        best.last_used = Instant::now();
         best.streams.fetch_add(1, Ordering::AcqRel);
         Some(Stream {
             sender: best.sender.clone(),
@@ -178,8 +176,8 @@ impl Multiplex {
     }
 }
 
-/// Closes idle connections of a backend that gets no more requests (it went down, or its
-/// traffic moved): a checkout sweeps too, but only one that comes. Ends with the last
+/// Drops a backend's closed connections and closes its idle ones, every `IDLE_TIMEOUT`, also
+/// when no request comes any more (it went down, or its traffic moved). Ends with the last
 /// connection, or with the backend.
 async fn sweep(conns: Weak<Mutex<Conns>>) {
     loop {
