@@ -27,6 +27,7 @@
 //! - `admin`: health and readiness probes, `/metrics`, `/status`, the status page.
 //! - `watch`: `watch_config`: a reload when the file changes.
 //! - `server`: wiring, the control loop, the drain on shutdown.
+//! - `process`: the runtime and the open-file limit the binary sets up before serving.
 //! - `fuzzing` (hidden): the in-memory HTTP path that `fuzz/` and the property tests drive.
 
 #![cfg_attr(
@@ -49,6 +50,7 @@ pub mod health;
 pub mod listener;
 pub mod logging;
 pub mod metrics;
+pub mod process;
 pub mod proxy;
 pub mod proxy_protocol;
 pub mod reload;

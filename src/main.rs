@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use fulcrum::config::Config;
+use fulcrum::process;
 use fulcrum::server::{self, Control};
 
 /// A layer-4 / layer-7 load-balancing proxy.
@@ -57,19 +58,8 @@ fn main() -> ExitCode {
 
 fn run(config: Config) -> ExitCode {
     fulcrum::logging::init(&config.log);
-    raise_fd_limit();
-    // One worker: the current-thread scheduler does the same work without the cross-thread
-    // handoffs of the multi-thread one (the sidecar and benchmark setting).
-    let mut builder = match config.runtime.worker_threads {
-        1 => tokio::runtime::Builder::new_current_thread(),
-        0 => tokio::runtime::Builder::new_multi_thread(),
-        n => {
-            let mut b = tokio::runtime::Builder::new_multi_thread();
-            b.worker_threads(n);
-            b
-        }
-    };
-    let runtime = match builder.enable_all().build() {
+    process::raise_fd_limit();
+    let runtime = match process::runtime(&config.runtime) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -124,25 +114,6 @@ async fn stop(tx: &tokio::sync::mpsc::Sender<Control>, stopping: &mut bool) {
     }
     *stopping = true;
     let _ = tx.send(Control::Shutdown).await;
-}
-
-/// Raises the soft open-file limit to the hard one. Every client and backend connection is a
-/// descriptor, and the usual soft default (1024) caps a proxy long before memory does; HAProxy
-/// raises it by itself, nginx has `worker_rlimit_nofile` for it.
-fn raise_fd_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit and setrlimit only read and write the struct we pass.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                tracing::debug!("cannot raise the open-file limit");
-            }
-        }
-    }
 }
 
 /// jemalloc, chosen over glibc's allocator and mimalloc by the benchmark (README,

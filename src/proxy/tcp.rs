@@ -5,16 +5,16 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::activity::{Activity, Metered};
 use super::backend::{BackendIo, connect};
 use super::failover::{self, Attempt, End as NoBackend, Outcome};
 use crate::proxy_protocol::Addresses;
 use crate::upstream::{Failure, Lease, Upstream};
+
+mod blamed;
+use blamed::Blamed;
 
 /// Buffer per direction: large enough that bulk transfers make few syscalls, small enough
 /// that 10,000 open sessions stay within a few hundred MiB.
@@ -63,10 +63,7 @@ where
         io: client,
         activity: Arc::clone(&activity),
     };
-    let mut b = Blamed {
-        io: &mut backend,
-        failed: false,
-    };
+    let mut b = Blamed::new(&mut backend);
     let end = tokio::select! {
         r = tokio::io::copy_bidirectional_with_sizes(&mut c, &mut b, BUF_SIZE, BUF_SIZE) => match r {
             Ok(_) => End::Closed,
@@ -102,52 +99,5 @@ impl Attempt for Dial<'_> {
             Ok(io) => Outcome::Done(io),
             Err(e) => e.into(),
         }
-    }
-}
-
-/// The backend side of a session, noting whether an error came from it (not from the client).
-struct Blamed<'a, S> {
-    io: &'a mut S,
-    failed: bool,
-}
-
-impl<S> Blamed<'_, S> {
-    fn note<T>(&mut self, r: Poll<std::io::Result<T>>) -> Poll<std::io::Result<T>> {
-        if let Poll::Ready(Err(_)) = &r {
-            self.failed = true;
-        }
-        r
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Blamed<'_, S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let r = Pin::new(&mut *self.io).poll_read(cx, buf);
-        self.note(r)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Blamed<'_, S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut *self.io).poll_write(cx, buf);
-        self.note(r)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        let r = Pin::new(&mut *self.io).poll_flush(cx);
-        self.note(r)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        let r = Pin::new(&mut *self.io).poll_shutdown(cx);
-        self.note(r)
     }
 }

@@ -1,13 +1,11 @@
 //! A new HTTP connection to a backend: HTTP/1.1, or HTTP/2 by prior knowledge (`h2c`), by
 //! ALPN over TLS (`h2`), or whichever ALPN picks (`auto`); driven in its own task.
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
 use hyper::rt::{Read, Write};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::noticed::Noticed;
 use crate::config::UpstreamProtocol;
 use crate::proxy::backend::{BackendIo, ConnectError, connect};
 use crate::proxy::gather::Gathered;
@@ -98,10 +96,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let heard = Heard::default();
-    let io = TokioIo::new(Gathered(Noticed {
-        io,
-        heard: heard.clone(),
-    }));
+    let io = TokioIo::new(Gathered(Noticed::new(io, heard.clone())));
     let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .max_header_list_size(MAX_RESPONSE_HEAD as u32)
@@ -112,57 +107,4 @@ where
         let _ = conn.await;
     });
     Ok(Dialed::H2(sender, heard))
-}
-
-/// A backend stream that notes the first bytes the backend sends: an HTTP/2 server's first
-/// frame is its SETTINGS (RFC 9113 §3.4), so a connection that broke before any byte came
-/// was never served by HTTP/2, and no request on it was processed.
-struct Noticed<S> {
-    io: S,
-    heard: Heard,
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Noticed<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
-        if buf.filled().len() > before && !self.heard.get() {
-            self.heard.set();
-        }
-        polled
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Noticed<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
 }

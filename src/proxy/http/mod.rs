@@ -12,6 +12,7 @@ mod grpc;
 mod h2;
 mod headers;
 pub mod message;
+mod noticed;
 mod outgoing;
 mod request;
 mod route;
