@@ -478,6 +478,11 @@ async fn json_logs_are_one_valid_json_object_per_line_with_access_lines() {
         assert!(!tcp[key].is_null(), "tcp access line needs {key}: {tcp}");
     }
     assert_eq!(tcp["backend"], live.to_string());
+    let end = tcp["end"].as_str().unwrap_or_default();
+    assert!(
+        ["closed", "idle", "error"].contains(&end),
+        "the end in the config's snake case: {tcp}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

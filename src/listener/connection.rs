@@ -148,7 +148,7 @@ impl Session<'_> {
                         rx = s.rx,
                         tx = s.tx,
                         duration_ms = started.elapsed().as_millis() as u64,
-                        end = ?s.end,
+                        end = s.end.as_str(),
                         "tcp session"
                     );
                 }

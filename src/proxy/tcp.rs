@@ -29,6 +29,18 @@ pub enum End {
     NoBackend,
 }
 
+impl End {
+    /// The access log's spelling, snake case like the config's.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            End::Closed => "closed",
+            End::Idle => "idle",
+            End::Error => "error",
+            End::NoBackend => "no_backend",
+        }
+    }
+}
+
 /// What one session did.
 #[derive(Debug)]
 pub struct Session {
