@@ -193,6 +193,51 @@ async fn backends_follow_dns_and_the_ones_that_stay_keep_their_state() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_gone_from_dns_leaves_metrics() {
+    if !namespaces_allowed() {
+        return;
+    }
+    let dir = support::temp_dir("resolve-metrics");
+    let port = shared_port();
+    let (b2, b3) = (backend(2, port, "b2").await, backend(3, port, "b3").await);
+    let hosts = Hosts::new(&dir);
+    // Two addresses stay after the change: with one left, its label would be the bare name.
+    hosts.set(&[2, 3, 4]);
+    let b4 = backend(4, port, "b4").await;
+    let (web, admin) = (free_port(), free_port());
+    let f = start(&dir, &hosts, &config(web, port, "100ms").admin(admin));
+    f.wait_for_log("listening");
+    let addr: SocketAddr = ([127, 0, 0, 1], web).into();
+    let metrics = || async move {
+        let reply = get(([127, 0, 0, 1], admin).into(), "/metrics").await;
+        assert_eq!(reply.status, 200);
+        String::from_utf8_lossy(&reply.body).into_owned()
+    };
+    wait_for_async("every address to be counted in /metrics", || async {
+        assert_eq!(get(addr, "/").await.status, 200);
+        // Served, so each has request counters too, not only the health gauges.
+        let served = [&b2, &b3, &b4]
+            .iter()
+            .all(|b| b.requests.load(Ordering::Relaxed) > 0);
+        let text = metrics().await;
+        (served && (2..=4).all(|n| text.contains(&label(port, n)))).then_some(())
+    })
+    .await;
+
+    hosts.set(&[3, 4]);
+    f.wait_for_log(&format!("backend {} removed", label(port, 2)));
+    let text = metrics().await;
+    assert!(
+        !text.contains(&label(port, 2)),
+        "a re-resolution that removes an address removes its series:\n{text}"
+    );
+    assert!(
+        text.contains(&label(port, 3)) && text.contains(&label(port, 4)),
+        "the addresses that stay keep their series"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_name_not_resolving_yet_joins_later_and_keeps_its_address_through_a_failure() {
     if !namespaces_allowed() {
         return;
