@@ -23,6 +23,11 @@ use docker::{ConfigDir, Container, Network, backend, docker, image, unique};
 use load::{Load, count_backends, get};
 use support::wait_for;
 
+/// The time from `/readyz` failing to the endpoint's removal reaching every client. The
+/// scenarios keep the load on for this long after fulcrum turns unready: the platform's lag,
+/// played out, not a wait for something to happen.
+pub const ENDPOINT_LAG: Duration = Duration::from_secs(1);
+
 /// One scenario at a time: each runs several containers and a steady load, and on a 2-core
 /// machine two at once would starve the health checks whose timing they observe.
 pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
@@ -253,7 +258,7 @@ fn docker_stop_under_load_drains_with_no_failed_request() {
     let stop = std::thread::spawn(move || docker(&["stop", "-t", "20", &name]));
     // The platform takes the endpoint out once the readiness probe fails, a moment later.
     wait_unready(s.admin);
-    std::thread::sleep(Duration::from_secs(1));
+    std::thread::sleep(ENDPOINT_LAG);
     let report = load.stop();
     stop.join().expect("docker stop");
     assert!(

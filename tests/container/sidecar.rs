@@ -14,14 +14,11 @@ use std::time::{Duration, Instant};
 
 use crate::docker::{BASE, ConfigDir, Container, Network, backend, docker, image, unique};
 use crate::load::{Load, Report};
-use crate::{one_at_a_time, skip, support, wait_ready, wait_served, wait_unready};
+use crate::{ENDPOINT_LAG, one_at_a_time, skip, support, wait_ready, wait_served, wait_unready};
 
 /// The manifest's durations are scaled by this for the test: 5s of `shutdown_delay` and 10s
 /// of preStop become 2s and 4s.
 const SCALE: f64 = 0.4;
-
-/// The time from `/readyz` failing to the endpoint's removal reaching every client.
-const ENDPOINT_LAG: Duration = Duration::from_secs(1);
 
 /// What `examples/kubernetes/sidecar.yaml` prescribes, scaled: fulcrum's config (its
 /// `shutdown_delay` scaled, the rest as written) and the application's preStop sleep.
