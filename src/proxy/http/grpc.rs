@@ -23,7 +23,7 @@ pub(super) fn is_grpc(headers: &HeaderMap) -> bool {
 
 /// The fields (a head of a trailers-only answer, or trailers) carry `UNAVAILABLE` (14): the
 /// backend says it cannot serve.
-pub(crate) fn unavailable(fields: &HeaderMap) -> bool {
+pub(super) fn unavailable(fields: &HeaderMap) -> bool {
     fields
         .get(&GRPC_STATUS)
         .is_some_and(|v| v.as_bytes() == b"14")

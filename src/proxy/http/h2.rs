@@ -11,8 +11,9 @@ use crate::upstream::pool::ReqBody;
 
 /// Turns a request prepared for HTTP/1.1 into one for an HTTP/2 backend: `Host` becomes the
 /// authority of an absolute URI (`https` over TLS), `Transfer-Encoding` goes (HTTP/2 frames
-/// the body itself; hop-by-hop fields went in `prepare`) and `TE: trailers` is added. A request without a host keeps its origin form
-/// and gets no `:authority`, as RFC 9113 §8.3.1 asks of an intermediary.
+/// the body itself; hop-by-hop fields went in `prepare`) and `TE: trailers` is added. A
+/// request without a host keeps its origin form and gets no `:authority`, as RFC 9113 §8.3.1
+/// asks of an intermediary.
 pub(super) fn to_h2(mut req: Request<ReqBody>, tls: bool) -> Request<ReqBody> {
     let headers = req.headers_mut();
     headers.remove(header::TRANSFER_ENCODING);

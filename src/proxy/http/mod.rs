@@ -1,8 +1,10 @@
 //! Layer 7: hyper serves the client connection (`serve`), each request is routed and answered
 //! (`request`, with a route's redirects, fixed answers and header rules in `route`), sent to a
-//! backend with failover on a pooled keep-alive connection (`forward`), after the header rules
-//! (`outgoing`, `headers`) and target rules (`message`); the response streams back (`body`),
-//! or becomes a tunnel after a `101` (`tunnel`).
+//! backend with failover (`forward`) after the header rules (`outgoing`, `headers`) and target
+//! rules (`message`): on a pooled HTTP/1.1 connection or a stream of a shared HTTP/2 one
+//! (`exchange`), opened when needed (`dial`, `noticed`), rewritten for HTTP/2 (`h2`), with
+//! gRPC's own answers and verdicts (`grpc`); the response streams back (`body`), or becomes a
+//! tunnel after a `101` (`tunnel`).
 
 mod body;
 mod dial;
