@@ -144,11 +144,7 @@ async fn trailers_pass_both_ways_and_backends_get_te_trailers_and_the_authority(
     let port = free_port();
     let _f = Fulcrum::start(&h2c_upstream(port, &[echo]));
     let s = TcpStream::connect(local(port)).await.expect("connect");
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
-            .await
-            .expect("h2c handshake");
-    tokio::spawn(conn);
+    let mut sender = support::h2_client(s).await;
     let mut trailers = HeaderMap::new();
     trailers.insert("grpc-status", HeaderValue::from_static("0"));
     trailers.insert("x-checksum", HeaderValue::from_static("abc"));

@@ -7,49 +7,11 @@ mod web;
 
 use std::net::SocketAddr;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use support::ca::{Ca, Leaf, acceptor};
+use support::ca::{Ca, tls_backend};
 use support::{Fulcrum, Toml, free_port, temp_dir, wait_for_async};
-use tokio::net::TcpListener;
 
 fn local(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-/// A TLS backend offering `alpn`; it answers every request with the protocol it speaks.
-async fn backend(leaf: &Leaf, alpn: &[&[u8]]) -> SocketAddr {
-    let acceptor = acceptor(leaf, alpn);
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = l.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(s) = acceptor.accept(s).await else {
-                    return;
-                };
-                let h2 = s.get_ref().1.alpn_protocol() == Some(b"h2");
-                let svc = hyper::service::service_fn(move |_req| async move {
-                    let tag = if h2 { "h2" } else { "http/1.1" };
-                    Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
-                        Bytes::from_static(tag.as_bytes()),
-                    )))
-                });
-                if h2 {
-                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(s), svc)
-                        .await;
-                } else {
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(s), svc)
-                        .await;
-                }
-            });
-        }
-    });
-    addr
 }
 
 fn config(port: u16, protocol: &str, backends: &[SocketAddr], ca: &Ca) -> Toml {
@@ -63,13 +25,13 @@ fn config(port: u16, protocol: &str, backends: &[SocketAddr], ca: &Ca) -> Toml {
 async fn h2_over_tls_speaks_http2_and_refuses_a_backend_without_it() {
     let ca = Ca::new();
     let leaf = ca.leaf(&["127.0.0.1"]);
-    let h2 = backend(&leaf, &[b"h2"]).await;
+    let h2 = tls_backend(&leaf, &[b"h2"], None).await;
     let port = free_port();
     let _f = Fulcrum::start(&config(port, "h2", &[h2], &ca));
     let r = support::get(local(port), "/").await;
     assert_eq!((r.status, r.text()), (200, "h2".to_owned()));
 
-    let h1_only = backend(&leaf, &[b"http/1.1"]).await;
+    let h1_only = tls_backend(&leaf, &[b"http/1.1"], None).await;
     let port = free_port();
     let _f = Fulcrum::start(&config(port, "h2", &[h1_only], &ca));
     let r = support::get(local(port), "/").await;
@@ -80,8 +42,8 @@ async fn h2_over_tls_speaks_http2_and_refuses_a_backend_without_it() {
 async fn auto_speaks_what_each_backends_alpn_chose_and_checks_it_so() {
     let ca = Ca::new();
     let leaf = ca.leaf(&["127.0.0.1"]);
-    let h2 = backend(&leaf, &[b"h2", b"http/1.1"]).await;
-    let h1 = backend(&leaf, &[b"http/1.1"]).await;
+    let h2 = tls_backend(&leaf, &[b"h2", b"http/1.1"], None).await;
+    let h1 = tls_backend(&leaf, &[b"http/1.1"], None).await;
     let port = free_port();
     let admin = free_port();
     let toml = config(port, "auto", &[h2, h1], &ca)

@@ -697,13 +697,7 @@ async fn http2_cookie_fields_reach_an_http1_backend_as_one() {
     let (_f, addr) = start(&[a.addr], "", "").await;
     // h2c with prior knowledge: the listener serves HTTP/2 without TLS too.
     let s = TcpStream::connect(addr).await.expect("connect");
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(s),
-    )
-    .await
-    .expect("h2 handshake");
-    tokio::spawn(conn);
+    let mut sender = support::h2_client(s).await;
     let req = hyper::Request::builder()
         .uri("http://fulcrum.test/headers")
         .header("cookie", "a=1")

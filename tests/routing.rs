@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use support::{Fulcrum, Reply, Toml, closed_addr, free_port, http_backend};
 use tokio::net::TcpStream;
 
@@ -278,11 +278,7 @@ async fn http2_requests_are_routed_by_their_authority() {
         .upstream("rest", [rest.addr]);
     let _f = Fulcrum::start(&toml);
     let s = TcpStream::connect(local(port)).await.expect("connect");
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
-            .await
-            .expect("h2c handshake");
-    tokio::spawn(conn);
+    let mut sender = support::h2_client(s).await;
     // One connection, two hosts: each request is routed on its own.
     for (uri, want) in [
         ("http://api.test/", "api"),

@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use support::ca::{Ca, client_config, tls_connect};
 use support::{Fulcrum, HttpBackend, Toml, free_port, http_backend, temp_dir};
 
@@ -54,11 +53,7 @@ async fn over_one_h2_connection(
 ) -> Vec<(u16, String)> {
     let config = client_config(ca, rustls::ALL_VERSIONS, &["h2"]);
     let s = tls_connect(addr, sni, config).await.expect("TLS handshake");
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
-            .await
-            .expect("http2 handshake");
-    tokio::spawn(conn);
+    let mut sender = support::h2_client(s).await;
     let mut out = Vec::new();
     for host in hosts {
         let req = hyper::Request::get(format!("https://{host}/"))

@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use rustls::pki_types::CertificateDer;
-use support::ca::{Ca, Leaf, client_config, default_client, tls_connect};
+use support::ca::{Ca, Leaf, client_config, default_client, tls_backend, tls_connect};
 use support::{
     Fulcrum, Mode, Toml, free_port, http_backend, tcp_backend, temp_dir, wait_for_async,
 };
@@ -163,11 +163,7 @@ async fn http2_is_served_when_alpn_picks_h2() {
         Some(&b"h2"[..]),
         "an http listener must offer h2 by default"
     );
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
-            .await
-            .expect("http2 handshake");
-    tokio::spawn(conn);
+    let mut sender = support::h2_client(s).await;
     for path in ["/", "/headers"] {
         let req = hyper::Request::get(format!("https://site.test{path}"))
             .body(Empty::<Bytes>::new())
@@ -209,11 +205,7 @@ async fn http2_heads_obey_the_http1_limits_per_stream() {
     let s = tls_connect(proxy(port), "site.test", config)
         .await
         .expect("TLS handshake");
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
-            .await
-            .expect("http2 handshake");
-    tokio::spawn(conn);
+    let mut sender = support::h2_client(s).await;
     let mut send = |fields: usize, value_len: usize| {
         let mut req = hyper::Request::get("https://site.test/")
             .body(Empty::<Bytes>::new())
@@ -379,40 +371,14 @@ async fn a_tls_client_closing_without_close_notify_is_a_clean_close() {
     );
 }
 
-/// An HTTP/1.1 backend over TLS with `leaf`, answering every request with `tag`.
-async fn tls_backend(leaf: &Leaf, tag: &'static str) -> SocketAddr {
-    let acceptor = support::ca::acceptor(leaf, &[]);
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = l.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(s) = acceptor.accept(s).await else {
-                    return;
-                };
-                let svc = hyper::service::service_fn(|_req| async move {
-                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
-                        http_body_util::Full::new(Bytes::from_static(tag.as_bytes())),
-                    ))
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(s), svc)
-                    .await;
-            });
-        }
-    });
-    addr
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_backends_are_verified_and_an_untrusted_one_is_failed_over() {
     let dir = temp_dir("tls-backend");
     let ca = Ca::new();
     let other_ca = Ca::new();
     // No server_name: the backend's IP address is checked against the certificate's IP entry.
-    let good = tls_backend(&ca.leaf(&["127.0.0.1"]), "verified").await;
-    let untrusted = tls_backend(&other_ca.leaf(&["127.0.0.1"]), "untrusted").await;
+    let good = tls_backend(&ca.leaf(&["127.0.0.1"]), &[], Some("verified")).await;
+    let untrusted = tls_backend(&other_ca.leaf(&["127.0.0.1"]), &[], Some("untrusted")).await;
     let ca_path = ca.write(&dir);
     let upstream_tls = format!("ca = '{}'", ca_path.display());
     let port = free_port();
@@ -437,7 +403,12 @@ async fn a_backend_certificate_signed_by_another_ca_gets_502() {
     let dir = temp_dir("tls-502");
     let ca = Ca::new();
     let other_ca = Ca::new();
-    let untrusted = tls_backend(&other_ca.leaf(&["backend.internal"]), "untrusted").await;
+    let untrusted = tls_backend(
+        &other_ca.leaf(&["backend.internal"]),
+        &[],
+        Some("untrusted"),
+    )
+    .await;
     let ca_path = ca.write(&dir);
     let upstream_tls = format!(
         "server_name = \"backend.internal\"\nca = '{}'",
@@ -457,7 +428,7 @@ async fn a_backend_certificate_signed_by_another_ca_gets_502() {
 async fn a_tls_backend_named_by_server_name_serves_http_and_tcp() {
     let dir = temp_dir("tls-sn");
     let ca = Ca::new();
-    let backend = tls_backend(&ca.leaf(&["backend.internal"]), "named").await;
+    let backend = tls_backend(&ca.leaf(&["backend.internal"]), &[], Some("named")).await;
     let ca_path = ca.write(&dir);
     let upstream_tls = format!(
         "server_name = \"backend.internal\"\nca = '{}'",
@@ -541,8 +512,8 @@ async fn http_checks_of_a_tls_upstream_speak_verified_tls() {
     let dir = temp_dir("tls-check");
     let ca = Ca::new();
     let other_ca = Ca::new();
-    let good = tls_backend(&ca.leaf(&["127.0.0.1"]), "verified").await;
-    let untrusted = tls_backend(&other_ca.leaf(&["127.0.0.1"]), "untrusted").await;
+    let good = tls_backend(&ca.leaf(&["127.0.0.1"]), &[], Some("verified")).await;
+    let untrusted = tls_backend(&other_ca.leaf(&["127.0.0.1"]), &[], Some("untrusted")).await;
     let ca_path = ca.write(&dir);
     let upstream_tls = format!("ca = '{}'", ca_path.display());
     let port = free_port();

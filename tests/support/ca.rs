@@ -94,6 +94,45 @@ pub fn acceptor(leaf: &Leaf, alpn: &[&[u8]]) -> tokio_rustls::TlsAcceptor {
     tokio_rustls::TlsAcceptor::from(Arc::new(server))
 }
 
+/// A TLS backend serving `leaf`, offering `alpn`, speaking HTTP/2 when ALPN chose it and
+/// HTTP/1.1 otherwise. Every request is answered with `tag`, or without one with the protocol
+/// the connection speaks (`h2` or `http/1.1`).
+pub async fn tls_backend(leaf: &Leaf, alpn: &[&[u8]], tag: Option<&'static str>) -> SocketAddr {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let acceptor = acceptor(leaf, alpn);
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(s) = acceptor.accept(s).await else {
+                    return;
+                };
+                let h2 = s.get_ref().1.alpn_protocol() == Some(b"h2");
+                let body = tag.unwrap_or(if h2 { "h2" } else { "http/1.1" });
+                let svc = hyper::service::service_fn(move |_req| async move {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                        http_body_util::Full::new(bytes::Bytes::from_static(body.as_bytes())),
+                    ))
+                });
+                if h2 {
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(s), svc)
+                        .await;
+                } else {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(s), svc)
+                        .await;
+                }
+            });
+        }
+    });
+    addr
+}
+
 /// A client configuration trusting `ca`, speaking `versions` and offering `alpn`.
 pub fn client_config(
     ca: &Ca,

@@ -496,6 +496,25 @@ impl Client {
     }
 }
 
+/// An HTTP/2 client on `io` (a TCP stream with prior knowledge, or TLS whose ALPN chose h2),
+/// its connection driven in a task.
+pub async fn h2_client<B, S>(io: S) -> hyper::client::conn::http2::SendRequest<B>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    B: hyper::body::Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(io),
+    )
+    .await
+    .expect("http2 handshake");
+    tokio::spawn(conn);
+    sender
+}
+
 /// One GET on a fresh connection.
 pub async fn get(addr: SocketAddr, path: &str) -> Reply {
     Client::connect(addr).await.request("GET", path, b"").await

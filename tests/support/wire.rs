@@ -219,14 +219,7 @@ type H2Body =
 /// An HTTP/2 (prior knowledge) connection to fulcrum.
 async fn h2_connect(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<H2Body> {
     let s = TcpStream::connect(addr).await.expect("connect to fulcrum");
-    let (sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(s),
-    )
-    .await
-    .expect("h2 handshake");
-    tokio::spawn(conn);
-    sender
+    crate::support::h2_client(s).await
 }
 
 /// Sends `cases` as concurrent streams on one HTTP/2 connection and checks each answer.
